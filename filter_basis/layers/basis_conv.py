@@ -1,0 +1,290 @@
+"""The basis convolution of the paper: one shared filter bank applied to every channel split.
+
+Input channels are cut into ``G = in_channels / basis_size`` consecutive splits.  Every split is
+convolved with the same ``n_basis`` filters of shape ``(basis_size, k, k)``; the ``G * n_basis`` maps
+(split-major: channel ``g * n_basis + j`` is split ``g`` against filter ``j``, as in the official code)
+are mixed into ``out_channels`` by a ``kernel_size2 x kernel_size2`` projection convolution.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import decompose
+
+ModuleFactory = Callable[[int], nn.Module]
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Basis(nn.Module):
+    """A bank of ``n_basis`` filters of shape ``(width, k, k)``, shareable by several layers.
+
+    Handing one ``Basis`` to several :class:`BasisConv2d` layers shares it: it is one parameter,
+    counted once and updated once, with gradients accumulated from every user.  A layer with a
+    smaller ``basis_size`` uses the first (or, with ``inverse_index``, the last) ``basis_size``
+    input channels of the bank, as the official DenseNet_Basis does.
+    """
+
+    def __init__(self, n_basis: int, width: int, kernel_size: int = 3):
+        super().__init__()
+        for name, value in (("n_basis", n_basis), ("width", width), ("kernel_size", kernel_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Basis: {name} must be a positive integer, got {value!r}")
+        self.weight = nn.Parameter(torch.empty(n_basis, width, kernel_size, kernel_size))
+        self.reset_parameters()
+
+    @property
+    def n_basis(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def kernel_size(self) -> int:
+        return self.weight.shape[2]
+
+    def reset_parameters(self) -> None:
+        # Kaiming-uniform with a = 0 over fan_in = width * k * k, as the official raw basis tensors.
+        nn.init.kaiming_uniform_(self.weight, a=0)
+
+    def filters(self, basis_size: int, inverse_index: bool = False) -> torch.Tensor:
+        """The ``(n_basis, basis_size, k, k)`` slice a layer with that split width convolves with."""
+        if basis_size == self.width:
+            return self.weight
+        return self.weight[:, -basis_size:] if inverse_index else self.weight[:, :basis_size]
+
+    def extra_repr(self) -> str:
+        return f"n_basis={self.n_basis}, width={self.width}, kernel_size={self.kernel_size}"
+
+
+class BasisConv2d(nn.Module):
+    """A ``k x k`` convolution expressed with a filter basis shared by all channel splits.
+
+    Args:
+        in_channels, out_channels, kernel_size: as for :class:`torch.nn.Conv2d`.
+        basis_size: input channels per split (must divide ``in_channels``).
+        n_basis: number of basis filters.
+        stride: stride of the basis convolution (the projection has stride 1).
+        padding: padding of the basis convolution; ``None`` means ``kernel_size // 2``.
+        bias: biases of both the basis convolution (``n_basis``, shared by all splits) and the
+            projection (``out_channels``), as in the official layers.
+        kernel_size2: kernel of the projection (1 in the paper; DenseNet_Basis uses 3).
+        basis: a :class:`Basis` to share instead of owning one.  Even with a shared basis weight each
+            layer owns its basis bias.
+        inverse_index: with a wider shared basis, use its last ``basis_size`` channels.
+        mid: factory ``f(G * n_basis) -> nn.Module`` applied between basis convolution and projection
+            (e.g. BatchNorm + ReLU); ``None`` for nothing.
+        post: factory ``f(out_channels) -> nn.Module`` applied after the projection; ``None`` for nothing.
+        name: how errors refer to this layer (e.g. its path in a model).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        basis_size: int,
+        n_basis: Optional[int],
+        stride: Union[int, tuple] = 1,
+        padding: Optional[Union[int, tuple]] = None,
+        bias: bool = True,
+        kernel_size2: int = 1,
+        basis: Optional[Basis] = None,
+        *,
+        inverse_index: bool = False,
+        mid: Optional[ModuleFactory] = None,
+        post: Optional[ModuleFactory] = None,
+        name: Optional[str] = None,
+    ):
+        super().__init__()
+        label = name or f"BasisConv2d({in_channels}->{out_channels}, kernel_size={kernel_size})"
+        if n_basis is None:
+            if basis is None:
+                raise ValueError(f"{label}: n_basis is required when no shared basis is given")
+            n_basis = basis.n_basis
+        for key, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                           ("kernel_size", kernel_size), ("basis_size", basis_size),
+                           ("n_basis", n_basis), ("kernel_size2", kernel_size2)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{label}: {key} must be an integer >= 1, got {value!r}")
+        if in_channels % basis_size:
+            raise ValueError(f"{label}: basis_size {basis_size} does not divide in_channels "
+                             f"{in_channels}; use a divisor of {in_channels}")
+        if basis is not None:
+            if basis.kernel_size != kernel_size:
+                raise ValueError(f"{label}: shared basis has kernel_size {basis.kernel_size}, "
+                                 f"the layer needs {kernel_size}")
+            if basis.width < basis_size:
+                raise ValueError(f"{label}: shared basis is {basis.width} channels wide, narrower than "
+                                 f"basis_size {basis_size}")
+            if basis.n_basis != n_basis:
+                raise ValueError(f"{label}: shared basis has {basis.n_basis} filters, n_basis is {n_basis}")
+        else:
+            basis = Basis(n_basis, basis_size, kernel_size)
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.basis_size = basis_size
+        self.n_basis = n_basis
+        self.n_splits = in_channels // basis_size
+        self.stride = _pair(stride)
+        self.padding = _pair(kernel_size // 2 if padding is None else padding)
+        self.kernel_size2 = kernel_size2
+        self.inverse_index = inverse_index
+
+        self.basis = basis
+        self.basis_bias = nn.Parameter(torch.zeros(n_basis)) if bias else None
+        self.mid = mid(self.n_splits * n_basis) if mid is not None else None
+        self.projection = nn.Conv2d(self.n_splits * n_basis, out_channels, kernel_size2,
+                                    padding=kernel_size2 // 2, bias=bias)
+        self.post = post(out_channels) if post is not None else None
+        self.reset_projection()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_projection(self) -> None:
+        """Kaiming-uniform (a = 0) projection weight and zero biases (official EDSR_Basis scheme)."""
+        nn.init.kaiming_uniform_(self.projection.weight, a=0)
+        if self.projection.bias is not None:
+            nn.init.zeros_(self.projection.bias)
+
+    @property
+    def shares_basis(self) -> bool:
+        return self.basis.width != self.basis_size
+
+    def basis_weight(self) -> torch.Tensor:
+        """The ``(n_basis, basis_size, k, k)`` filters this layer convolves every split with."""
+        return self.basis.filters(self.basis_size, self.inverse_index)
+
+    @property
+    def is_linear(self) -> bool:
+        """True when the layer is one dense convolution in disguise (nothing between or after)."""
+        return self.mid is None and self.post is None and self.kernel_size2 == 1
+
+    # ------------------------------------------------------------------ forward
+    def basis_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The split-major ``G * n_basis`` maps, computed with ONE convolution call."""
+        weight = self.basis_weight()
+        g = self.n_splits
+        if g == 1:
+            return F.conv2d(x, weight, self.basis_bias, self.stride, self.padding)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # NHWC: a grouped call with the basis repeated per split keeps the memory layout.
+            bias = self.basis_bias.repeat(g) if self.basis_bias is not None else None
+            return F.conv2d(x, weight.repeat(g, 1, 1, 1), bias, self.stride, self.padding, groups=g)
+        # NCHW: fold the splits into the batch (a free view), convolve once, unfold (a free view).
+        n, _, h, w = x.shape
+        y = F.conv2d(x.reshape(n * g, self.basis_size, h, w), weight, self.basis_bias,
+                     self.stride, self.padding)
+        return y.reshape(n, g * self.n_basis, y.shape[-2], y.shape[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"BasisConv2d expects (N, {self.in_channels}, H, W) input, "
+                             f"got {tuple(x.shape)}")
+        y = self.basis_forward(x)
+        if self.mid is not None:
+            y = self.mid(y)
+        y = self.projection(y)
+        if self.post is not None:
+            y = self.post(y)
+        return y
+
+    # ------------------------------------------------------------------ dense equivalents
+    def _require_linear(self, what: str) -> None:
+        if not self.is_linear:
+            raise ValueError(f"{what} needs a linear BasisConv2d (no mid/post layers, kernel_size2 1); "
+                             f"this one has mid={self.mid is not None}, post={self.post is not None}, "
+                             f"kernel_size2={self.kernel_size2}")
+
+    def merged_weight(self) -> torch.Tensor:
+        """The dense ``(out_channels, in_channels, k, k)`` weight this linear layer represents."""
+        self._require_linear("merged_weight()")
+        proj = self.projection.weight.reshape(self.out_channels, -1)
+        return decompose.compose(self.basis_weight(), proj)
+
+    def merged_bias(self) -> Optional[torch.Tensor]:
+        """The dense bias: projection bias plus the projected basis biases (``None`` without biases)."""
+        self._require_linear("merged_bias()")
+        if self.projection.bias is None and self.basis_bias is None:
+            return None
+        bias = torch.zeros(self.out_channels, dtype=self.projection.weight.dtype,
+                           device=self.projection.weight.device)
+        if self.projection.bias is not None:
+            bias = bias + self.projection.bias
+        if self.basis_bias is not None:
+            proj = self.projection.weight.reshape(self.out_channels, self.n_splits, self.n_basis)
+            bias = bias + torch.einsum("ogj,j->o", proj, self.basis_bias)
+        return bias
+
+    def to_conv(self) -> nn.Conv2d:
+        """A dense :class:`nn.Conv2d` computing the same function (linear layers only)."""
+        weight = self.merged_weight()
+        bias = self.merged_bias()
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+            if bias is not None:
+                conv.bias.copy_(bias)
+        return conv
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, basis_size: int, n_basis: int,
+                  basis: Optional[Basis] = None, name: Optional[str] = None) -> BasisConv2d:
+        """Initialise basis and projection from a trained ``nn.Conv2d`` in closed form.
+
+        The basis is the top ``n_basis`` right-singular vectors of the stacked filter splits (or the
+        given shared ``basis``, kept as it is); the projection is the least-squares fit.  Exact when
+        ``n_basis`` reaches the rank (at most ``basis_size * k * k``).  The relative Frobenius error of
+        the represented weight is stored in ``layer.reconstruction_error``.
+        """
+        label = name or f"from_conv({conv})"
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"{label}: expects an nn.Conv2d, got {type(conv).__name__}")
+        kh, kw = conv.kernel_size
+        if kh != kw:
+            raise ValueError(f"{label}: needs a square kernel, got {conv.kernel_size}")
+        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" \
+                or isinstance(conv.padding, str):
+            raise ValueError(f"{label}: needs groups=1, dilation=1 and numeric zero padding "
+                             f"(got groups={conv.groups}, dilation={conv.dilation}, "
+                             f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r})")
+        weight = conv.weight.detach()
+        layer = cls(conv.in_channels, conv.out_channels, kh, basis_size, n_basis, stride=conv.stride,
+                    padding=conv.padding, bias=conv.bias is not None, basis=basis, name=name)
+        layer.to(device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            if basis is None:
+                layer.basis.weight.copy_(decompose.fit_basis([weight], basis_size, n_basis))
+            proj = decompose.coefficients(weight, layer.basis_weight())
+            layer.projection.weight.copy_(proj.reshape(layer.projection.weight.shape))
+            if conv.bias is not None:
+                layer.projection.bias.copy_(conv.bias.detach())
+                layer.basis_bias.zero_()
+        layer.reconstruction_error = decompose.relative_error(weight, layer.merged_weight())
+        return layer
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"basis_size={self.basis_size}, n_basis={self.n_basis}, splits={self.n_splits}")
+        if self.stride != (1, 1):
+            s += f", stride={self.stride}"
+        if self.padding != (self.kernel_size // 2,) * 2:
+            s += f", padding={self.padding}"
+        if self.kernel_size2 != 1:
+            s += f", kernel_size2={self.kernel_size2}"
+        if self.basis_bias is None:
+            s += ", bias=False"
+        if self.shares_basis:
+            s += f", basis_slice={'last' if self.inverse_index else 'first'}"
+        return s

@@ -1,0 +1,56 @@
+"""Explicit name -> builder tables for ``--model``, ``--data_train``, ``--template`` and friends."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Generic, Iterator, TypeVar
+
+from .errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named table; looking up an unknown name raises :class:`UserError` listing the known ones."""
+
+    def __init__(self, kind: str, option: str = ""):
+        self.kind = kind
+        self.option = option
+        self._items: Dict[str, T] = {}
+
+    def register(self, name: str, obj: T = None):
+        """``reg.register("ResNet", builder)`` or, as a decorator, ``@reg.register("ResNet")``."""
+        if obj is None:
+            def deco(o: T) -> T:
+                self.register(name, o)
+                return o
+            return deco
+        if name in self._items:
+            raise KeyError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = obj
+        return obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            where = f"{self.option} " if self.option else ""
+            raise UserError(f"unknown {self.kind} {where}{name!r}; known: {', '.join(sorted(self._items))}") \
+                from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list:
+        return list(self._items)
+
+    def items(self):
+        return self._items.items()
+
+
+Builder = Callable[..., object]
