@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# GPU check: run the CUDA-only tests and the CUDA benchmark on a machine that already has PyTorch with
+# CUDA (it installs nothing and reaches no package registry), writing the figures under OUTDIR.
+# Budget: about 5 minutes in all.
+#
+#   scripts/gpu_check.sh OUTDIR
+#
+# OUTDIR receives env.txt (software and device), cuda_tests.log / cuda_tests.xml (pytest -m cuda),
+# benchmark_cuda.txt / benchmark_cuda.json (python -m filter_basis.benchmark --device cuda) and
+# train_cuda.txt (a short end-to-end training run on the GPU with mixed precision).
+set -uo pipefail
+out="${1:?usage: scripts/gpu_check.sh OUTDIR}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+status=0
+
+"$py" - > "$out/env.txt" 2>&1 <<'PY' || { cat "$out/env.txt"; exit 1; }
+import platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda)
+if not torch.cuda.is_available():
+    raise SystemExit("no CUDA device visible: this script is for a GPU machine")
+p = torch.cuda.get_device_properties(0)
+print("device", p.name, f"{p.total_memory / 2**30:.1f} GiB", p.multi_processor_count, "SMs")
+PY
+cat "$out/env.txt"
+
+echo "== CUDA tests"
+timeout 150 "$py" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --continue-on-collection-errors \
+    --junitxml="$out/cuda_tests.xml" tests 2>&1 | tee "$out/cuda_tests.log" || status=1
+
+echo "== CUDA benchmark"
+timeout 120 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_cuda.json" 2>&1 \
+    | tee "$out/benchmark_cuda.txt" || status=1
+
+echo "== short CUDA training run (classification, synthetic data, bf16 autocast, channels_last)"
+tmp="$(mktemp -d)"
+timeout 90 "$py" image_classification/main.py --model ResNet --depth 20 --data_train Synthetic \
+    --data_test Synthetic --n_train 512 --n_test 256 --batch_size 64 --epochs 2 --amp bf16 \
+    --channels_last --dir_save "$tmp" --save gpu_check --n_threads 2 2>&1 | tee "$out/train_cuda.txt" \
+    || status=1
+cp "$tmp/gpu_check/results.json" "$out/train_cuda_results.json" 2>/dev/null || status=1
+rm -rf "$tmp"
+
+echo "gpu_check: exit status $status"
+exit "$status"

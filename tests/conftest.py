@@ -1,0 +1,35 @@
+"""Test-suite set-up: repository root on sys.path, CUDA-only tests skipped on machines without CUDA."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (run by scripts/gpu_check.sh)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The read-only reference facts (paper tables, official counts, golden vectors)."""
+    path = SHARED / "reference"
+    if not path.is_dir():
+        pytest.fail(f"reference folder {path} is missing: the checkout must sit beside shared/")
+    return path
