@@ -17,10 +17,12 @@ _EXPORTS = {
     "FactorConv2d": "filter_basis.layers",
     "SIC": "filter_basis.layers",
     "GroupConv2d": "filter_basis.layers",
+    "norm_act": "filter_basis.layers",
     "basisify": "filter_basis.convert",
     "ConversionReport": "filter_basis.convert",
     "approximation_loss": "filter_basis.approx",
-    "fuse": "filter_basis.fuse",
+    "fuse": "filter_basis.deploy",
+    "FuseReport": "filter_basis.deploy",
     "summarize": "filter_basis.complexity",
     "Summary": "filter_basis.complexity",
 }

@@ -33,6 +33,9 @@ def fit_basis(weights: Sequence[torch.Tensor], basis_size: int, n_basis: int) ->
     kh, kw = weights[0].shape[-2:]
     rows = torch.cat([split_rows(w.detach().double(), basis_size).reshape(-1, basis_size * kh * kw)
                       for w in weights])
+    if rows.shape[0] > rows.shape[1]:
+        # Same right-singular vectors from the small triangular factor, without forming the tall U.
+        rows = torch.linalg.qr(rows, mode="r").R
     _, _, vh = torch.linalg.svd(rows, full_matrices=False)
     basis = torch.zeros(n_basis, basis_size * kh * kw, dtype=torch.float64, device=rows.device)
     m = min(n_basis, vh.shape[0])
@@ -48,12 +51,12 @@ def coefficients(weight: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """
     n_basis, b = basis.shape[:2]
     rows = split_rows(weight.detach().double(), b)  # (G, C_out, b*k*k)
-    flat = basis.detach().double().reshape(n_basis, -1)  # (n, b*k*k)
-    # Solve min ||rows - P_g flat|| for every split at once (lstsq handles rank-deficient bases).
-    sol = torch.linalg.lstsq(flat.T.unsqueeze(0).expand(rows.shape[0], -1, -1),
-                             rows.transpose(1, 2)).solution  # (G, n, C_out)
-    g = rows.shape[0]
-    return sol.permute(2, 0, 1).reshape(weight.shape[0], g * n_basis).to(weight.dtype)
+    g, c_out, d = rows.shape
+    flat = basis.detach().double().reshape(n_basis, d)
+    # One least-squares solve for the filter rows of all splits.  The pseudo-inverse handles
+    # rank-deficient bases (zero filters beyond the rank) on every device, unlike CUDA's lstsq.
+    sol = torch.linalg.pinv(flat.T) @ rows.reshape(g * c_out, d).T  # (n, G*C_out)
+    return sol.reshape(n_basis, g, c_out).permute(2, 1, 0).reshape(c_out, g * n_basis).to(weight.dtype)
 
 
 def compose(basis: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:

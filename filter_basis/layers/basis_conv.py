@@ -8,19 +8,36 @@ are mixed into ``out_channels`` by a ``kernel_size2 x kernel_size2`` projection 
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import decompose
-
-ModuleFactory = Callable[[int], nn.Module]
+from .checks import check_positive_ints
+from .norm_act import ModuleFactory, build_slot
 
 
 def _pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def conversion_obstacle(conv: nn.Module, basis_size: int) -> Optional[str]:
+    """Why ``conv`` cannot become a :class:`BasisConv2d` with that split width (``None`` if it can)."""
+    if type(conv) is not nn.Conv2d:
+        return f"{type(conv).__name__} is not a plain nn.Conv2d"
+    if conv.kernel_size[0] != conv.kernel_size[1]:
+        return f"kernel {conv.kernel_size[0]}x{conv.kernel_size[1]} is not square"
+    if conv.groups != 1:
+        return f"grouped convolution (groups={conv.groups})"
+    if conv.dilation != (1, 1):
+        return f"dilated convolution (dilation={conv.dilation})"
+    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+        return f"padding {conv.padding!r} with mode {conv.padding_mode!r} (needs numeric zero padding)"
+    if conv.in_channels % basis_size:
+        return f"basis_size {basis_size} does not divide in_channels {conv.in_channels}"
+    return None
 
 
 class Basis(nn.Module):
@@ -34,9 +51,7 @@ class Basis(nn.Module):
 
     def __init__(self, n_basis: int, width: int, kernel_size: int = 3):
         super().__init__()
-        for name, value in (("n_basis", n_basis), ("width", width), ("kernel_size", kernel_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Basis: {name} must be a positive integer, got {value!r}")
+        check_positive_ints("Basis", n_basis=n_basis, width=width, kernel_size=kernel_size)
         self.weight = nn.Parameter(torch.empty(n_basis, width, kernel_size, kernel_size))
         self.reset_parameters()
 
@@ -72,7 +87,7 @@ class BasisConv2d(nn.Module):
     Args:
         in_channels, out_channels, kernel_size: as for :class:`torch.nn.Conv2d`.
         basis_size: input channels per split (must divide ``in_channels``).
-        n_basis: number of basis filters.
+        n_basis: number of basis filters (``None``: the size of the shared ``basis``).
         stride: stride of the basis convolution (the projection has stride 1).
         padding: padding of the basis convolution; ``None`` means ``kernel_size // 2``.
         bias: biases of both the basis convolution (``n_basis``, shared by all splits) and the
@@ -85,6 +100,9 @@ class BasisConv2d(nn.Module):
             (e.g. BatchNorm + ReLU); ``None`` for nothing.
         post: factory ``f(out_channels) -> nn.Module`` applied after the projection; ``None`` for nothing.
         name: how errors refer to this layer (e.g. its path in a model).
+
+    Every configuration error raises ``ValueError`` at construction, naming the layer and the numbers.
+    ``reconstruction_error`` holds the relative weight error of a layer made by :meth:`from_conv`.
     """
 
     def __init__(
@@ -111,15 +129,20 @@ class BasisConv2d(nn.Module):
             if basis is None:
                 raise ValueError(f"{label}: n_basis is required when no shared basis is given")
             n_basis = basis.n_basis
-        for key, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                           ("kernel_size", kernel_size), ("basis_size", basis_size),
-                           ("n_basis", n_basis), ("kernel_size2", kernel_size2)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{label}: {key} must be an integer >= 1, got {value!r}")
+        check_positive_ints(label, in_channels=in_channels, out_channels=out_channels,
+                            kernel_size=kernel_size, basis_size=basis_size, n_basis=n_basis,
+                            kernel_size2=kernel_size2)
+        stride, padding = _pair(stride), _pair(kernel_size // 2 if padding is None else padding)
+        if not all(isinstance(s, int) and s >= 1 for s in stride) or \
+                not all(isinstance(p, int) and p >= 0 for p in padding):
+            raise ValueError(f"{label}: stride must be integers >= 1 and padding integers >= 0, "
+                             f"got stride={stride}, padding={padding}")
         if in_channels % basis_size:
             raise ValueError(f"{label}: basis_size {basis_size} does not divide in_channels "
-                             f"{in_channels}; use a divisor of {in_channels}")
+                             f"{in_channels}")
         if basis is not None:
+            if not isinstance(basis, Basis):
+                raise ValueError(f"{label}: basis must be a Basis module, got {type(basis).__name__}")
             if basis.kernel_size != kernel_size:
                 raise ValueError(f"{label}: shared basis has kernel_size {basis.kernel_size}, "
                                  f"the layer needs {kernel_size}")
@@ -137,17 +160,19 @@ class BasisConv2d(nn.Module):
         self.basis_size = basis_size
         self.n_basis = n_basis
         self.n_splits = in_channels // basis_size
-        self.stride = _pair(stride)
-        self.padding = _pair(kernel_size // 2 if padding is None else padding)
+        self.stride = stride
+        self.padding = padding
         self.kernel_size2 = kernel_size2
         self.inverse_index = inverse_index
+        self.label = label
+        self.reconstruction_error: Optional[float] = None  # set by from_conv
 
         self.basis = basis
         self.basis_bias = nn.Parameter(torch.zeros(n_basis)) if bias else None
-        self.mid = mid(self.n_splits * n_basis) if mid is not None else None
+        self.mid = build_slot(mid, self.n_splits * n_basis, label, "mid")
         self.projection = nn.Conv2d(self.n_splits * n_basis, out_channels, kernel_size2,
                                     padding=kernel_size2 // 2, bias=bias)
-        self.post = post(out_channels) if post is not None else None
+        self.post = build_slot(post, out_channels, label, "post")
         self.reset_projection()
 
     # ------------------------------------------------------------------ parameters
@@ -158,7 +183,8 @@ class BasisConv2d(nn.Module):
             nn.init.zeros_(self.projection.bias)
 
     @property
-    def shares_basis(self) -> bool:
+    def slices_basis(self) -> bool:
+        """True when the layer uses a slice of a wider shared basis (DenseNet_Basis)."""
         return self.basis.width != self.basis_size
 
     def basis_weight(self) -> torch.Tensor:
@@ -189,7 +215,7 @@ class BasisConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"BasisConv2d expects (N, {self.in_channels}, H, W) input, "
+            raise ValueError(f"{self.label}: expects (N, {self.in_channels}, H, W) input, "
                              f"got {tuple(x.shape)}")
         y = self.basis_forward(x)
         if self.mid is not None:
@@ -202,15 +228,24 @@ class BasisConv2d(nn.Module):
     # ------------------------------------------------------------------ dense equivalents
     def _require_linear(self, what: str) -> None:
         if not self.is_linear:
-            raise ValueError(f"{what} needs a linear BasisConv2d (no mid/post layers, kernel_size2 1); "
-                             f"this one has mid={self.mid is not None}, post={self.post is not None}, "
-                             f"kernel_size2={self.kernel_size2}")
+            raise ValueError(f"{self.label}: {what} needs a linear BasisConv2d (no mid/post layers, "
+                             f"kernel_size2 1); this one has mid={self.mid is not None}, "
+                             f"post={self.post is not None}, kernel_size2={self.kernel_size2}")
+
+    def composed_weight(self) -> torch.Tensor:
+        """The ``(out_channels, in_channels, k, k)`` filters basis and projection compose (split-major),
+        ignoring ``mid``/``post``: what the official loss_norm regulariser compares with dense filters.
+        Differentiable; equals :meth:`merged_weight` for linear layers."""
+        if self.kernel_size2 != 1:
+            raise ValueError(f"{self.label}: a {self.kernel_size2}x{self.kernel_size2} projection does not "
+                             f"compose with the basis into {self.kernel_size}x{self.kernel_size} filters")
+        proj = self.projection.weight.reshape(self.out_channels, -1)
+        return decompose.compose(self.basis_weight(), proj)
 
     def merged_weight(self) -> torch.Tensor:
         """The dense ``(out_channels, in_channels, k, k)`` weight this linear layer represents."""
         self._require_linear("merged_weight()")
-        proj = self.projection.weight.reshape(self.out_channels, -1)
-        return decompose.compose(self.basis_weight(), proj)
+        return self.composed_weight()
 
     def merged_bias(self) -> Optional[torch.Tensor]:
         """The dense bias: projection bias plus the projected basis biases (``None`` without biases)."""
@@ -239,29 +274,23 @@ class BasisConv2d(nn.Module):
         return conv
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, basis_size: int, n_basis: int,
+    def from_conv(cls, conv: nn.Conv2d, basis_size: int, n_basis: Optional[int],
                   basis: Optional[Basis] = None, name: Optional[str] = None) -> BasisConv2d:
         """Initialise basis and projection from a trained ``nn.Conv2d`` in closed form.
 
         The basis is the top ``n_basis`` right-singular vectors of the stacked filter splits (or the
-        given shared ``basis``, kept as it is); the projection is the least-squares fit.  Exact when
+        given shared ``basis``, kept as it is, ``n_basis`` then ``None`` or its size); the projection is
+        the least-squares fit.  Exact when
         ``n_basis`` reaches the rank (at most ``basis_size * k * k``).  The relative Frobenius error of
         the represented weight is stored in ``layer.reconstruction_error``.
         """
-        label = name or f"from_conv({conv})"
-        if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"{label}: expects an nn.Conv2d, got {type(conv).__name__}")
-        kh, kw = conv.kernel_size
-        if kh != kw:
-            raise ValueError(f"{label}: needs a square kernel, got {conv.kernel_size}")
-        if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros" \
-                or isinstance(conv.padding, str):
-            raise ValueError(f"{label}: needs groups=1, dilation=1 and numeric zero padding "
-                             f"(got groups={conv.groups}, dilation={conv.dilation}, "
-                             f"padding={conv.padding!r}, padding_mode={conv.padding_mode!r})")
+        obstacle = conversion_obstacle(conv, basis_size)
+        if obstacle is not None:
+            raise ValueError(f"{name or f'from_conv({conv})'}: cannot convert: {obstacle}")
         weight = conv.weight.detach()
-        layer = cls(conv.in_channels, conv.out_channels, kh, basis_size, n_basis, stride=conv.stride,
-                    padding=conv.padding, bias=conv.bias is not None, basis=basis, name=name)
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], basis_size, n_basis,
+                    stride=conv.stride, padding=conv.padding, bias=conv.bias is not None, basis=basis,
+                    name=name)
         layer.to(device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             if basis is None:
@@ -285,6 +314,6 @@ class BasisConv2d(nn.Module):
             s += f", kernel_size2={self.kernel_size2}"
         if self.basis_bias is None:
             s += ", bias=False"
-        if self.shares_basis:
+        if self.slices_basis:
             s += f", basis_slice={'last' if self.inverse_index else 'first'}"
         return s
