@@ -1,0 +1,165 @@
+"""The CIFAR ResNet of the paper (architectures.md 2.5-2.8), written once for every convolution type.
+
+``ResNet`` takes a conv factory ``conv(in_channels, out_channels, stride, stage) -> nn.Module`` for the
+two 3x3 convolutions of every residual block; the four registered models differ only in that factory:
+dense (``ResNet``), basis with one basis per stage (``ResNet_Basis``), SIC chains (``ResNet_Factor``) and
+grouped + 1x1 pairs (``ResNet_Group``).  Stem and classifier are the same for all.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from filter_basis.errors import OptionError
+from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d
+
+from .init import init_kaiming
+from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
+
+WIDTHS = (16, 32, 64)
+ConvFactory = Callable[[int, int, int, int], nn.Module]
+
+
+class OptionAShortcut(nn.Module):
+    """Parameter-free shortcut for a block that halves the resolution and widens: 2x2 average pooling,
+    then zero channels on both sides of the channel axis (the input sits in the middle)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.pad = (out_channels - in_channels) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(F.avg_pool2d(x, 2), (0, 0, 0, 0, self.pad, self.pad))
+
+
+class ResBlock(nn.Module):
+    """conv -> BN -> ReLU -> conv -> BN, plus the shortcut, then ReLU."""
+
+    def __init__(self, in_channels: int, planes: int, stride: int, stage: int, conv: ConvFactory):
+        super().__init__()
+        self.body = nn.Sequential(
+            conv(in_channels, planes, stride, stage), nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+            conv(planes, planes, 1, stage), nn.BatchNorm2d(planes))
+        changes_shape = stride != 1 or in_channels != planes
+        self.shortcut = OptionAShortcut(in_channels, planes) if changes_shape else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet with ``(depth - 2) / 6`` blocks in each of three stages (16, 32, 64 channels).
+
+    ``shared`` modules (e.g. the stage bases) are registered at the top level under their names.
+    """
+
+    def __init__(self, depth: int, num_classes: int, conv: ConvFactory, kernel_size: int = 3,
+                 shared: Optional[Dict[str, nn.Module]] = None):
+        super().__init__()
+        n = check_depth("ResNet", depth, 2, 6)
+        for name, module in (shared or {}).items():
+            self.add_module(name, module)
+        stem = nn.Sequential(nn.Conv2d(3, WIDTHS[0], kernel_size, padding=kernel_size // 2),
+                             nn.BatchNorm2d(WIDTHS[0]), nn.ReLU(inplace=True))
+        stages, width = [], WIDTHS[0]
+        for stage, planes in enumerate(WIDTHS, start=1):
+            blocks = []
+            for b in range(n):
+                stride = 2 if stage > 1 and b == 0 else 1
+                blocks.append(ResBlock(width, planes, stride, stage, conv))
+                width = planes
+            stages.append(nn.Sequential(*blocks))
+        self.features = nn.Sequential(stem, *stages, nn.AvgPool2d(8))
+        self.classifier = nn.Linear(WIDTHS[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+# ---------------------------------------------------------------------------- the four conv choices
+def dense_convs(args) -> ConvFactory:
+    k = args.kernel_size
+    return lambda cin, cout, stride, stage: nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+
+
+def stage_bases(args) -> Dict[str, Basis]:
+    """``basis1..3``: one basis per stage, ``(n_basis<i>, basis_size<i>, k, k)``."""
+    bases = {}
+    for i, width in enumerate(WIDTHS, start=1):
+        size, n_basis = getattr(args, f"basis_size{i}"), getattr(args, f"n_basis{i}")
+        check_divides(f"--basis_size{i}", size, [width], f"stage-{i}")
+        check_positive(f"--n_basis{i}", n_basis)
+        bases[f"basis{i}"] = Basis(n_basis, size, args.kernel_size)
+    return bases
+
+
+def basis_convs(args, bases: Dict[str, Basis]) -> ConvFactory:
+    """Every conv borrows the basis of the stage whose width its INPUT has, so the first conv of stages
+    2 and 3 (still on the previous stage's width) uses the previous stage's basis."""
+    check_kernel("--k_size2", args.k_size2)
+    by_width = dict(zip(WIDTHS, bases.values()))
+
+    def conv(cin, cout, stride, stage):
+        basis = by_width[cin]
+        return BasisConv2d(cin, cout, args.kernel_size, basis.width, basis.n_basis, stride,
+                           kernel_size2=args.k_size2, basis=basis)
+    return conv
+
+
+def factor_convs(args) -> ConvFactory:
+    return lambda cin, cout, stride, stage: FactorConv2d(cin, cout, args.kernel_size, stride, n_layers=2,
+                                                         bias=False, act=nn.ReLU, widen="last")
+
+
+def group_convs(args) -> ConvFactory:
+    """``--group_size`` channels per group in stage 3; the official code hard-wires 4 in stages 1-2."""
+    check_divides("--group_size", args.group_size, WIDTHS[1:], "stage-3 input")
+
+    def conv(cin, cout, stride, stage):
+        group_size = args.group_size if stage == 3 else 4
+        return GroupConv2d(cin, cout, args.kernel_size, stride, groups=cin // group_size)
+    return conv
+
+
+# ---------------------------------------------------------------------------- registered builders
+def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = None, init=None) -> ResNet:
+    if args.bottleneck:
+        raise OptionError(f"--model {args.model}: bottleneck blocks (the ImageNet ResNets of the ResNet50/"
+                          "ResNet101 templates) are not implemented; these are CIFAR ResNets")
+    check_kernel("--kernel_size", args.kernel_size)
+    model = ResNet(args.depth, cifar_num_classes(args), conv, args.kernel_size, shared)
+    if init is not None:
+        init(model)
+    return model
+
+
+def build_resnet(args) -> ResNet:
+    return _build(args, dense_convs(args))
+
+
+def build_resnet_basis(args) -> ResNet:
+    bases = stage_bases(args)
+    return _build(args, basis_convs(args, bases), shared=bases, init=init_kaiming)
+
+
+def build_resnet_factor(args) -> ResNet:
+    return _build(args, factor_convs(args))
+
+
+def build_resnet_group(args) -> ResNet:
+    return _build(args, group_convs(args), init=init_kaiming)
+
+
+# Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
+OFFICIAL_KEYS = {
+    "ResNet_Basis": [(r"^basis(\d)$", r"basis\1.weight"),
+                     (r"\.conv\.0\.basis_weight$", ".basis.weight"),
+                     (r"\.conv\.0\.basis_bias$", ".basis_bias"),
+                     (r"\.conv\.1\.", ".projection.")],
+    "ResNet_Factor": [(r"\.body\.(\d+)\.body\.(\d+)\.body\.", r".body.\1.layers.\2.body.")],
+    "ResNet_Group": [(r"\.conv\.0\.", ".grouped."), (r"\.conv\.1\.", ".projection.")],
+}

@@ -1,0 +1,66 @@
+"""Golden vectors of the official code: our models, built from the official command lines and loaded
+through load_pretrained from the official state_dicts, reproduce the official eval-mode outputs.
+
+These pin what counts alone cannot: split-major channel order after the basis convolution, the zeros on
+both sides of the option-A shortcut, the first/last-channel basis slice of DenseNet_Basis (--inverse_index),
+BN/ReLU placement in every Factor and Group variant.
+"""
+
+import ast
+import csv
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from image_classification.model import build_model, load_pretrained
+from image_classification.option import parse_args
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+GOLDEN = [row for row in csv.DictReader(open(REFERENCE / "golden" / "README.tsv"), delimiter="\t")
+          if row["tree"] == "image_classification"]
+
+
+def test_all_classification_vectors_are_covered():
+    assert len(GOLDEN) == 11
+
+
+@pytest.mark.parametrize("row", GOLDEN, ids=[row["name"] for row in GOLDEN])
+def test_official_output_is_reproduced(row, tmp_path):
+    golden = torch.load(REFERENCE / "golden" / f"{row['name']}.pt", weights_only=True)
+    path = tmp_path / "official.pt"
+    torch.save(golden["state_dict"], path)  # the file layout the official code saved
+    args = parse_args(shlex.split(row["command_line"]))
+    torch.manual_seed(0)
+    model = build_model(args)
+    load_pretrained(model, str(path), args)
+    model.eval()
+    assert tuple(golden["input"].shape) == ast.literal_eval(row["input_shape"])
+    with torch.no_grad():
+        output = model(golden["input"])
+    assert output.shape == golden["output"].shape == ast.literal_eval(row["output_shape"])
+    error = (output - golden["output"]).norm() / golden["output"].norm()
+    assert error < 1e-5, f"relative error {error:.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("row", GOLDEN, ids=[row["name"] for row in GOLDEN])
+def test_official_output_is_reproduced_on_cuda_channels_last(row, tmp_path):
+    """Same vectors on the GPU with NHWC tensors (the basis layer's grouped path when G > 1)."""
+    golden = torch.load(REFERENCE / "golden" / f"{row['name']}.pt", weights_only=True)
+    torch.save(golden["state_dict"], tmp_path / "official.pt")
+    args = parse_args(shlex.split(row["command_line"]))
+    model = build_model(args)
+    load_pretrained(model, str(tmp_path / "official.pt"), args)
+    model = model.eval().to("cuda", memory_format=torch.channels_last)
+    x = golden["input"].to("cuda", memory_format=torch.channels_last)
+    allow_tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # compare in true float32
+    try:
+        with torch.no_grad():
+            output = model(x).cpu()
+    finally:
+        torch.backends.cudnn.allow_tf32 = allow_tf32
+    error = (output - golden["output"]).norm() / golden["output"].norm()
+    assert error < 1e-5, f"relative error {error:.2e}"
