@@ -1,0 +1,57 @@
+"""The SR models: ``--model NAME`` -> builder, and what the engine needs to know about them."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from filter_basis.errors import OptionError
+from filter_basis.registry import Registry
+
+from . import edsr, srresnet
+from .checkpoint import load_pretrained, load_state
+from .official_keys import official_key_map
+
+MODELS: Registry = Registry("model", "--model")
+
+# name, builder, the uncompressed model it is compared with
+_TABLE = (
+    ("EDSR", edsr.build_edsr, "EDSR"),
+    ("EDSR_Basis", edsr.build_edsr_basis, "EDSR"),
+    ("EDSR_Factor", edsr.build_edsr_factor, "EDSR"),
+    ("SRResNet", srresnet.build_srresnet, "SRResNet"),
+    ("SRResNet_Basis", srresnet.build_srresnet_basis, "SRResNet"),
+    ("SRResNet_Factor", srresnet.build_srresnet_factor, "SRResNet"),
+)
+_BASELINES = {name: baseline for name, _, baseline in _TABLE}
+for _name, _builder, _ in _TABLE:
+    MODELS.register(_name, _builder)
+
+
+def build_model(args) -> nn.Module:
+    """The network ``--model`` names, built from the options (OptionError for combinations that do
+    not fit, e.g. a basis_size that does not divide n_feats)."""
+    builder = MODELS.get(args.model)
+    if len(args.scale) != 1:
+        raise OptionError(f"--scale {'+'.join(map(str, args.scale))}: the SR models here upscale by one "
+                          "factor; give a single scale such as 4")
+    return builder(args)
+
+
+def baseline_name(args) -> str:
+    MODELS.get(args.model)  # unknown names fail with the list of known ones
+    return _BASELINES[args.model]
+
+
+def summary_input_size(args) -> tuple:
+    """An LR image that upscales to 720p (1280x720) at the first scale (DESIGN.md contract 2)."""
+    s = args.scale[0]
+    return (args.n_colors, 720 // s, 1280 // s)
+
+
+def first_block_path(args) -> str:
+    """Module path of the first residual block (both families keep their blocks in ``body``)."""
+    return "body.0"
+
+
+__all__ = ["MODELS", "build_model", "baseline_name", "summary_input_size", "first_block_path",
+           "load_pretrained", "load_state", "official_key_map"]
