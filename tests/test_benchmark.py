@@ -1,0 +1,69 @@
+"""The speed benchmark: runs end to end, writes its JSON, and its naive reference is the same layer."""
+
+import json
+
+import pytest
+import torch
+
+from filter_basis.benchmark import SHAPES, LayerShape, build_layers, main, naive_forward
+
+
+def test_runs_end_to_end_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["--shapes", "srresnet-32-32", "--batch", "1", "--repeats", "1", "--json", str(path)]) == 0
+    assert "srresnet-32-32" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert set(data) == {"device", "memory_format", "torch", "repeats", "shapes"}
+    assert data["memory_format"] == "NCHW" and data["repeats"] == 1
+    (record,) = data["shapes"]
+    assert record["shape"]["name"] == "srresnet-32-32" and record["shape"]["batch"] == 1
+    assert record["naive_max_abs_diff"] < 1e-4
+    assert set(record["passes"]) == {"forward", "forward+backward"}
+    for figures in record["passes"].values():
+        assert set(figures["ms"]) == set(figures["flops"]) == {"dense", "basis", "naive"}
+        assert all(t > 0 for t in figures["ms"].values())
+        for key in ("basis_over_dense", "basis_over_naive", "flop_ratio_basis_over_dense", "limit"):
+            assert key in figures
+    # Forward FLOPs: 24x24 maps, 2 splits of 32 channels against 32 filters, then a 64 -> 64 projection.
+    forward = record["passes"]["forward"]["flops"]
+    assert forward["dense"] == 2 * 64 * 64 * 9 * 24 * 24
+    assert forward["basis"] == forward["naive"] == 2 * (2 * 32 * 32 * 9 + 64 * 64) * 24 * 24
+
+
+@pytest.mark.parametrize("name", ["vgg16-2x2", "srresnet-32-32", "densenet40"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_naive_reference_equals_basis_layer(name, memory_format):
+    torch.manual_seed(0)
+    shape = LayerShape(**{**SHAPES[name].__dict__, "batch": 2, "height": 5, "width": 6})
+    variants = build_layers(shape, torch.device("cpu"), memory_format)
+    layer = variants["basis"][0]
+    x = torch.randn(2, shape.in_channels, 5, 6).contiguous(memory_format=memory_format)
+    x.requires_grad_(True)
+    y = layer(x)
+    y.square().sum().backward()
+    grads = [x.grad] + [p.grad for p in layer.parameters()]
+    x.grad = None
+    layer.zero_grad(set_to_none=True)
+    reference = naive_forward(layer, x)
+    reference.square().sum().backward()
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    assert layer.basis_forward(x).is_contiguous(memory_format=memory_format)  # the layout is kept
+    for got, want in zip(grads, [x.grad] + [p.grad for p in layer.parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_shape_is_a_one_line_error(capsys):
+    assert main(["--shapes", "vgg16-4x4,alexnet"]) == 2
+    err = capsys.readouterr().err
+    assert "alexnet" in err and "edsr-256-32" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("layout", [[], ["--channels-last"]])
+def test_runs_on_cuda(tmp_path, layout):
+    path = tmp_path / "bench.json"
+    argv = ["--device", "cuda", "--shapes", "vgg16-2x2,srresnet-64-14", "--batch", "2", "--repeats", "2"]
+    assert main(argv + layout + ["--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["device"] == torch.cuda.get_device_name()
+    assert all(record["naive_max_abs_diff"] < 1e-3 for record in data["shapes"])
