@@ -1,0 +1,202 @@
+"""Command-line options both trees share, checked value types, and the parse pipeline.
+
+Names and meanings follow the official ``option.py`` files; each tree passes its own official defaults
+where the two official trees differ.  Every rejection is an :class:`OptionError` naming the option, the
+value and what is accepted (one line on stderr, exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from ..errors import OptionError
+from .distributed import launched_processes
+from .losses import parse_loss_string
+from .optim import Schedule
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NO_PATH = ("", ".")  # how the official trees spell "not given" for path options
+
+
+class OptionParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are :class:`OptionError` instead of usage text and ``exit(2)``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.ignored: list = []
+
+    def error(self, message):
+        raise OptionError(message)
+
+
+def _checked(kind: str, convert: Callable, accept: Callable) -> Callable:
+    def parse(text):
+        try:
+            value = convert(text)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected {kind}")
+        return value
+    parse.__name__ = kind
+    return parse
+
+
+positive_int = _checked("an integer >= 1", int, lambda v: v >= 1)
+nonnegative_int = _checked("an integer >= 0", int, lambda v: v >= 0)
+positive_float = _checked("a number > 0", float, lambda v: v > 0)
+nonnegative_float = _checked("a number >= 0", float, lambda v: v >= 0)
+unit_float = _checked("a number in [0, 1)", float, lambda v: 0 <= v < 1)
+
+
+def _betas(text):
+    parts = text.replace("(", "").replace(")", "").replace(",", " ").split()
+    return tuple(float(p) for p in parts) if len(parts) == 2 else None
+
+
+betas_pair = _checked("two numbers in [0, 1) such as 0.9,0.999", _betas, lambda v: all(0 <= b < 1 for b in v))
+
+COMMON_DEFAULTS = {
+    "template": "", "n_threads": 6, "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE",
+    "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "", "print_every": 100,
+}
+
+
+def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
+    """The options of both official trees (hardware, data/save folders, optimisation, logging, precision)."""
+    unknown = set(tree_defaults) - set(COMMON_DEFAULTS)
+    if unknown:
+        raise KeyError(f"no shared option for tree defaults {sorted(unknown)}")
+    d = {**COMMON_DEFAULTS, **tree_defaults}
+    add = parser.add_argument
+
+    hw = parser.add_argument_group("hardware and precision")
+    hw.add_argument("--n_threads", type=nonnegative_int, default=d["n_threads"],
+                    help="data-loading worker processes (0: load in the main process)")
+    hw.add_argument("--cpu", action="store_true", help="use the CPU even if CUDA is available")
+    hw.add_argument("--n_GPUs", type=positive_int, default=1,
+                    help="GPUs; more than 1 needs torchrun --nproc_per_node N (one process per GPU)")
+    hw.add_argument("--seed", type=int, default=1, help="random seed")
+    hw.add_argument("--precision", default="single", choices=("single", "half"),
+                    help="single: float32; half: the whole model in float16 (official)")
+    hw.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                    help="mixed precision with torch.autocast (fp16 uses a GradScaler on CUDA)")
+    hw.add_argument("--channels_last", action="store_true", help="channels-last memory format")
+    hw.add_argument("--compile", action="store_true", help="torch.compile the model")
+
+    add("--debug", action="store_true", help="accepted for compatibility; no effect")
+    add("--template", default=d["template"], help="presets from the tree's template.py (substring match)")
+    add("--dir_data", default=str(REPO_ROOT / "datasets"), help="dataset root folder")
+
+    run = parser.add_argument_group("training and testing")
+    run.add_argument("--reset", action="store_true", help="start the experiment folder afresh")
+    run.add_argument("--test_every", type=positive_int, default=d["test_every"],
+                     help="batches per epoch in the SR tree (official meaning); accepted in classification")
+    run.add_argument("--test_only", action="store_true", help="evaluate once and stop")
+    run.add_argument("--epochs", type=nonnegative_int, default=d["epochs"],
+                     help="epochs to train (0: unlimited); trained exactly in both trees")
+    run.add_argument("--resume", type=int, default=d["resume"],
+                     help="with --load: -1 (or 0) continues from the latest training state")
+    run.add_argument("--batch_size", type=positive_int, default=d["batch_size"],
+                     help="training batch size (split evenly over torchrun processes)")
+    run.add_argument("--summary", action="store_true",
+                     help="print the model's complexity (last line: JSON) and exit; reads and writes nothing")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--lr", type=positive_float, default=d["lr"], help="learning rate")
+    opt.add_argument("--gamma", type=positive_float, default=0.1, help="learning-rate decay factor")
+    opt.add_argument("--optimizer", default=d["optimizer"], choices=("SGD", "ADAM", "RMSprop"),
+                     help="optimiser")
+    opt.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
+    opt.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    opt.add_argument("--betas", type=betas_pair, default=None, help="ADAM betas, e.g. 0.9,0.999")
+    opt.add_argument("--beta1", type=unit_float, default=0.9, help="ADAM beta1 (when --betas is not given)")
+    opt.add_argument("--beta2", type=unit_float, default=0.999, help="ADAM beta2 (when --betas is not given)")
+    opt.add_argument("--epsilon", type=positive_float, default=1e-8, help="ADAM/RMSprop epsilon")
+    opt.add_argument("--weight_decay", type=nonnegative_float, default=d["weight_decay"], help="weight decay")
+    opt.add_argument("--loss", default=d["loss"], help="WEIGHT*TYPE terms joined by '+', e.g. 1*L1+0.5*MSE")
+    opt.add_argument("--skip_threshold", type=positive_float, default=1e6,
+                     help="skip a batch whose loss exceeds this times the previous epoch's mean loss")
+
+    log = parser.add_argument_group("experiment folder and logging")
+    log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")
+    log.add_argument("--save", default="test", help="experiment folder name under --dir_save")
+    log.add_argument("--load", default=d["load"], help="continue the run in this folder under --dir_save")
+    log.add_argument("--print_every", type=positive_int, default=d["print_every"],
+                     help="log the training loss every N batches")
+    log.add_argument("--save_models", action="store_true", help="keep the model of every epoch")
+
+
+def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:
+    """Official options that served other experiments: accepted, ignored, noted on stderr when set.
+
+    Each spec is ``(flag, type, default)``; ``type`` ``bool`` makes a store_true flag.
+    """
+    group = parser.add_argument_group("accepted for compatibility with the official scripts, ignored")
+    for flag, kind, default in specs:
+        if kind is bool:
+            group.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+        else:
+            group.add_argument(flag, type=kind, default=default, help=argparse.SUPPRESS)
+        parser.ignored.append((flag.lstrip("-"), default if kind is not bool else False))
+
+
+def str2bool(args: argparse.Namespace) -> None:
+    """Official post-processing: string values "True"/"False" become booleans."""
+    for name, value in vars(args).items():
+        if value in ("True", "False"):
+            setattr(args, name, value == "True")
+
+
+def is_given(path: Optional[str]) -> bool:
+    """Whether a path option was set ('' and '.' are the official trees' "not given")."""
+    return path not in NO_PATH and path is not None
+
+
+def _validate_common(args: argparse.Namespace) -> None:
+    parse_loss_string(args.loss)
+    Schedule.from_args(args)
+    if args.precision == "half" and args.amp != "none":
+        raise OptionError(f"--amp {args.amp} cannot be combined with --precision half; use one of them")
+    if args.reset and is_given(args.load):
+        raise OptionError(f"--reset with --load {args.load!r}: use --load to continue a run or --reset "
+                          f"to start --save afresh, not both")
+    if args.resume > 0 and is_given(args.load):
+        raise OptionError(f"--resume {args.resume} is not supported; accepted: -1 or 0 (continue from the "
+                          f"latest training state of --load)")
+    processes = launched_processes()
+    if args.batch_size % processes != 0:
+        raise OptionError(f"--batch_size {args.batch_size} is not divisible by the {processes} torchrun "
+                          f"processes")
+    for option in ("save", "load"):
+        name = Path(getattr(args, option))
+        if name.is_absolute() or ".." in name.parts:
+            raise OptionError(f"--{option} {str(name)!r}: expected a folder name relative to --dir_save")
+
+
+def check_file(args: argparse.Namespace, option: str) -> None:
+    """A path option that must name an existing file (skipped under --summary, which reads no file)."""
+    path = getattr(args, option)
+    if is_given(path) and not args.summary and not Path(path).is_file():
+        raise OptionError(f"--{option} {path!r}: no such file")
+
+
+def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
+          templates: Callable = lambda args: None, postprocess: Callable = lambda args: None,
+          validate: Callable = lambda args: None) -> argparse.Namespace:
+    """argparse -> notes for ignored options -> templates -> post-processing -> validation."""
+    args = parser.parse_args(argv)
+    for name, default in parser.ignored:
+        if getattr(args, name) != default:
+            print(f"note: --{name} served other experiments of the official code and is ignored",
+                  file=sys.stderr)
+    templates(args)
+    str2bool(args)
+    postprocess(args)
+    _validate_common(args)
+    validate(args)
+    return args

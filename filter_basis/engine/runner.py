@@ -1,0 +1,109 @@
+"""Running a tree: the ``--summary`` path, or set-up, training/testing and tear-down of one experiment."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..errors import UserError
+from ..registry import Registry
+from .checkpoint import seed_everything
+from .device import Runtime, use_cuda
+from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
+from .experiment import Experiment
+from .losses import build_loss
+from .options import is_given
+from .summary import describe
+from .trainer import Trainer, TrainingStopped
+
+
+@dataclass(frozen=True)
+class Tree:
+    """What a task tree plugs into the engine (see each tree's main.py)."""
+
+    name: str
+    parse_args: Callable[[Optional[list]], argparse.Namespace]
+    build_model: Callable
+    baseline_name: Callable[[argparse.Namespace], str]
+    summary_input_size: Callable[[argparse.Namespace], tuple]
+    load_pretrained: Callable
+    pretrained_option: str
+    build_train_set: Callable
+    build_test_sets: Callable[[argparse.Namespace], dict]
+    test_batch_size: Callable[[argparse.Namespace], int]
+    loss_types: Registry
+    trainer_class: type
+    summary_block: Optional[Callable[[argparse.Namespace], str]] = None
+
+
+def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
+    """Parse, run, and turn user errors into one line on stderr (exit 2) instead of a traceback."""
+    try:
+        run(tree, tree.parse_args(argv))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except TrainingStopped as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
+    """Print the summary, or train/test as the options say; returns the finished trainer."""
+    if args.summary:
+        table, info = describe(tree, args)
+        print(table)
+        print(json.dumps(info))
+        return None
+    env = setup(args, use_cuda(args))
+    try:
+        return _run_experiment(tree, args, env)
+    finally:
+        teardown(env)
+
+
+def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
+    experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    _, info = describe(tree, args)
+    runtime = Runtime.from_args(args, env)
+    seed_everything(args.seed + env.rank)
+    model = tree.build_model(args)
+    pretrained = getattr(args, tree.pretrained_option)
+    if is_given(pretrained):
+        tree.load_pretrained(model, pretrained, args)
+    runtime.prepare(model)
+    loss = build_loss(args.loss, tree.loss_types, args)
+    test_loaders = {name: _loader(dataset, tree.test_batch_size(args), ShardSampler(len(dataset), env),
+                                  args, runtime)
+                    for name, dataset in tree.build_test_sets(args).items()}
+    train_loader = None
+    if not args.test_only:
+        train_set = tree.build_train_set(args)
+        sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                     seed=args.seed)
+        train_loader = _loader(train_set, args.batch_size // env.world_size, sampler, args, runtime)
+    state = experiment.load_state(runtime.device) if experiment.resuming else None
+    barrier(env)  # every process has checked the folder before the main one creates it
+    experiment.create(args, info)
+    experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
+    if getattr(args, "print_model", False):
+        experiment.log(str(model))
+    try:
+        trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
+        if state is not None:
+            trainer.load_state(state)
+        trainer.fit()
+    finally:
+        experiment.close()
+    return trainer
+
+
+def _loader(dataset, batch_size: int, sampler, args: argparse.Namespace, runtime: Runtime) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=args.n_threads,
+                      pin_memory=runtime.device.type == "cuda")

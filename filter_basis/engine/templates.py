@@ -1,0 +1,39 @@
+"""``--template NAME``: named option presets, matched by substring as in the official template.py files."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+from ..errors import OptionError
+from ..registry import Registry
+
+Rule = Callable[[argparse.Namespace, str], None]
+
+
+class TemplateTable:
+    """Rules keyed by a substring of ``--template``; every rule whose key occurs in it applies, in order.
+
+    ``"ResNet50"`` therefore applies the ``ResNet`` rule and then the ``ResNet50`` rule, and
+    ``"DenseNet_BC"`` the ``DenseNet`` rule, which looks for ``BC`` itself (the rule gets the template).
+    """
+
+    def __init__(self):
+        self._rules: Registry[Rule] = Registry("template", "--template")
+
+    def rule(self, key: str) -> Callable[[Rule], Rule]:
+        return self._rules.register(key)
+
+    def known(self) -> list:
+        return self._rules.names()
+
+    def apply(self, args: argparse.Namespace) -> None:
+        template = args.template
+        if template in ("", "."):
+            return
+        matched = [rule for key, rule in self._rules.items() if key in template]
+        if not matched:
+            raise OptionError(f"unknown --template {template!r}; known (matched as substrings): "
+                              f"{', '.join(self.known())}")
+        for rule in matched:
+            rule(args, template)

@@ -1,0 +1,217 @@
+"""The training loop both trees share; a tree subclasses :class:`Trainer` and fills in three hooks.
+
+Hooks: :meth:`Trainer.train_step` (forward + loss of one batch), :meth:`Trainer.test_step` (metric
+sums of one test batch) and :meth:`Trainer.score` (the number the best model is chosen by).  Epochs,
+DistributedDataParallel, mixed precision, skipped and non-finite batches, the schedule, logging,
+results, plots and checkpoints are handled here, identically for both trees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import CheckpointError
+from .checkpoint import rng_state, set_rng_state
+from .device import Runtime
+from .distributed import DistEnv, all_reduce_sum, gather_objects
+from .experiment import Experiment
+from .losses import WeightedLoss
+from .meters import MetricSums, flatten, nest
+from .optim import build_optimizer, build_scheduler
+from .progress import interactive, progress_bar
+
+MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training stops
+INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (the loss keeps diverging); reported as one line, exit status 1."""
+
+
+class Trainer:
+    """Train ``model`` on ``train_loader`` and evaluate it on every loader of ``test_loaders``."""
+
+    higher_is_better = False  # direction of score(): False for errors, True for PSNR
+
+    def __init__(self, args: argparse.Namespace, model: nn.Module, loss: WeightedLoss, runtime: Runtime,
+                 env: DistEnv, experiment: Experiment, train_loader, test_loaders: dict):
+        self.args, self.runtime, self.env, self.experiment = args, runtime, env, experiment
+        self.device = runtime.device
+        self.model = model
+        net = model
+        if env.enabled:
+            on_gpu = self.device.type == "cuda"
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if on_gpu else None)
+        self.net = torch.compile(net) if args.compile else net
+        self.loss = loss.to(self.device)
+        self.train_loader, self.test_loaders = train_loader, test_loaders
+        self.optimizer = build_optimizer(args, model.parameters())
+        self.scheduler = build_scheduler(self.optimizer, args)
+        self.scaler = runtime.grad_scaler()
+        self.epoch = 0
+        self.best = None  # {"epoch": int, "score": float}
+        self.error_last = INITIAL_ERROR_LAST
+        self.show_bars = env.is_main and interactive()
+
+    # ----- hooks a tree implements -----
+    def train_step(self, batch) -> tuple:
+        """Forward one training batch; return ``(loss, number of samples)``. Runs under autocast."""
+        raise NotImplementedError
+
+    def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
+        """Add the metric sums of one test batch to ``meter`` (keys 'a/b' nest in results.json)."""
+        raise NotImplementedError
+
+    def score(self, metrics: dict) -> float:
+        """The number the best model is chosen by (see ``higher_is_better``)."""
+        raise NotImplementedError
+
+    # ----- helpers for the hooks -----
+    @property
+    def is_main(self) -> bool:
+        return self.env.is_main
+
+    def to_device(self, tensor: torch.Tensor, cast: bool = True) -> torch.Tensor:
+        return self.runtime.to_device(tensor, cast)
+
+    def log(self, line: str) -> None:
+        self.experiment.log(line)
+
+    # ----- the loop -----
+    def fit(self) -> None:
+        """--test_only: one evaluation; otherwise train up to --epochs (0: no end), evaluating after each."""
+        if self.args.test_only:
+            metrics = self.evaluate()
+            self.log(self._describe(self.epoch, metrics))
+            self.experiment.record({"epoch": self.epoch, "metrics": metrics})
+            return
+        while not self.args.epochs or self.epoch < self.args.epochs:
+            epoch = self.epoch + 1
+            stats = self.train_epoch(epoch)
+            metrics = self.evaluate()
+            with warnings.catch_warnings():  # an epoch whose batches were all skipped made no optimiser step
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                self.scheduler.step()
+            self.epoch = epoch
+            self._finish_epoch(stats, metrics)
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.net.train()
+        sampler = self.train_loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.log(f"[Epoch {epoch}] learning rate {lr:.2e}")
+        meter, nonfinite, skipped = MetricSums(), 0, 0
+        data_time = 0.0
+        start = tick = time.perf_counter()
+        bar = progress_bar(self.train_loader, f"epoch {epoch}", self.show_bars)
+        for i, batch in enumerate(bar, 1):
+            data_time += time.perf_counter() - tick
+            with self.runtime.autocast():
+                loss, n = self.train_step(batch)
+            value = self._agreed_value(loss)
+            if not math.isfinite(value):
+                nonfinite += 1
+                self.log(f"[Epoch {epoch}] batch {i}: non-finite loss ({value}), batch skipped")
+                if nonfinite >= MAX_NONFINITE:
+                    raise TrainingStopped(f"stopping at epoch {epoch}, batch {i}: the loss was not "
+                                          f"finite for {MAX_NONFINITE} batches in a row; lower --lr or "
+                                          f"check the data")
+            elif value >= self.args.skip_threshold * self.error_last:
+                skipped += 1
+                self.log(f"[Epoch {epoch}] batch {i}: loss {value:.4g} exceeds --skip_threshold "
+                         f"{self.args.skip_threshold:g} x {self.error_last:.4g}, batch skipped")
+            else:
+                nonfinite = 0
+                self._step(loss)
+                meter.add("total", loss.detach() * n, n)
+                for name, term in self.loss.last.items():
+                    meter.add(name, term * n, n)
+                if self.show_bars:
+                    bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+                if i % self.args.print_every == 0:
+                    self.experiment.log(f"[Epoch {epoch}] [{i}/{len(self.train_loader)}] loss {value:.4f} "
+                                        f"{time.perf_counter() - start:.1f}s", echo_line=not self.show_bars)
+            tick = time.perf_counter()
+        self.runtime.synchronize()
+        elapsed = time.perf_counter() - start
+        totals = meter.totals(self.env, self.device)
+        samples = totals.get("total", (0.0, 0))[1]
+        means = {k: s / n for k, (s, n) in totals.items() if n}
+        if "total" in means:
+            self.error_last = means["total"]
+        terms = " ".join(f"{name} {means[name]:.4f}" for _, name in self.loss.terms if name in means)
+        self.log(f"[Epoch {epoch}] train loss {means.get('total', float('nan')):.4f} ({terms}), "
+                 f"{samples} samples in {elapsed:.1f}s, data wait {data_time:.1f}s"
+                 + (f", {skipped} batches skipped" if skipped else ""))
+        return {"train_loss": means.get("total", float("nan")), "lr": lr, "time_s": elapsed,
+                "data_time_s": data_time, "samples_per_s": samples / elapsed if elapsed > 0 else 0.0}
+
+    def _agreed_value(self, loss: torch.Tensor) -> float:
+        """The loss every process sees (the mean over ranks), so all skip or step the same batches."""
+        value = loss.detach().float().reshape(1)
+        if self.env.enabled:
+            value = all_reduce_sum(self.env, value.clone()) / self.env.world_size
+        return value.item()
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Metrics over every test set, reduced over processes; nested as in results.json."""
+        self.net.eval()
+        meter = MetricSums()
+        for name, loader in self.test_loaders.items():
+            for batch in progress_bar(loader, f"test {name}", self.show_bars):
+                with self.runtime.autocast():
+                    self.test_step(batch, meter, name)
+        return nest(meter.means(self.env, self.device))
+
+    def _finish_epoch(self, stats: dict, metrics: dict) -> None:
+        score = self.score(metrics)
+        improved = self.best is None or (score > self.best["score"] if self.higher_is_better
+                                         else score < self.best["score"])
+        if improved:
+            self.best = {"epoch": self.epoch, "score": score}
+        self.log(self._describe(self.epoch, metrics))
+        rng = gather_objects(self.env, rng_state())
+        self.experiment.record({"epoch": self.epoch, "metrics": metrics, **stats})
+        self.experiment.save_models(self.model.state_dict(), self.epoch, improved, self.args.save_models)
+        self.experiment.save_state({
+            "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
+            "error_last": self.error_last, "rng": rng,
+        })
+
+    def load_state(self, state: dict) -> None:
+        """Continue exactly where a saved run stopped (model, optimiser, schedule, RNG and data order)."""
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+            self.epoch, self.best, self.error_last = state["epoch"], state["best"], state["error_last"]
+            rng = state["rng"]
+            set_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CheckpointError(f"--load {self.args.load!r}: the training state does not fit these options "
+                                  f"({first})") from None
+
+    def _describe(self, epoch: int, metrics: dict) -> str:
+        values = " ".join(f"{k} {v:.4f}" for k, v in flatten(metrics).items())
+        best = f" (best {self.best['score']:.4f} @ epoch {self.best['epoch']})" if self.best else ""
+        return f"[Epoch {epoch}] test: {values}{best}"

@@ -1,0 +1,106 @@
+"""Options of the image classification tree: the shared engine options plus this tree's own.
+
+Every option of the official classification ``option.py`` is accepted with its official default
+(paths become folders of this repository); those that served other experiments are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from filter_basis.engine import options as engine_options
+from filter_basis.engine.losses import check_loss_string
+from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
+
+from . import template
+
+# Official classification defaults of the options both trees share, where they differ from the SR tree.
+TREE_DEFAULTS = {
+    "template": "", "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE", "batch_size": 128,
+    "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "",
+}
+
+# Official options that only served other experiments (clustering kernels, model comparison, ...).
+IGNORED = [
+    ("--base", str, ""), ("--base_p", str, ""), ("--extend", str, ""), ("--compare", str, ""),
+    ("--multi", str, "full-256"), ("--n_init", int, 1), ("--max_iter", int, 4500), ("--symmetry", str, "i"),
+    ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"), ("--n_bits", int, 16),
+    ("--pre_train_optim", str, ""), ("--loss_norm", bool, False),
+]
+
+
+def build_parser() -> engine_options.OptionParser:
+    parser = engine_options.OptionParser(
+        description="Train or test an image classification network (CIFAR-10/100, ImageNet, Synthetic).")
+    engine_options.add_common_options(parser, TREE_DEFAULTS)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_train", default="CIFAR10",
+                      help="training set: CIFAR10, CIFAR100, ImageNet, Synthetic")
+    data.add_argument("--data_test", default="CIFAR10", help="test set (same names)")
+    data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
+    data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")
+    data.add_argument("--n_colors", type=positive_int, default=3, help="input channels")
+    data.add_argument("--no_flip", action="store_true", help="no random horizontal flip in training")
+    data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10), help="ImageNet test crops")
+    data.add_argument("--download", action="store_true", help="download CIFAR into --dir_data if missing")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="DenseNet", help="network name (see --model list in the README)")
+    model.add_argument("--pretrained", default="", help="weights to load (ours or the official layout)")
+    model.add_argument("--vgg_type", default="16", help="VGG configuration")
+    model.add_argument("--act", default="relu", help="activation")
+    model.add_argument("--depth", type=positive_int, default=100, help="network depth")
+    model.add_argument("--in_channels", type=positive_int, default=64, help="width of the first stage")
+    model.add_argument("--k", type=positive_int, default=12, help="DenseNet growth rate")
+    model.add_argument("--reduction", type=positive_float, default=1, help="DenseNet transition compression")
+    model.add_argument("--bottleneck", action="store_true", help="DenseNet-BC / ResNet bottleneck blocks")
+    model.add_argument("--kernel_size", type=positive_int, default=3, help="convolution kernel size")
+    model.add_argument("--no_bias", action="store_true", help="convolutions without bias")
+    model.add_argument("--top", type=int, default=1, choices=(1, -1),
+                       help="best model by top-1 (1) or top-5 (-1) error")
+
+    method = parser.add_argument_group("compression (basis, factor, group)")
+    method.add_argument("--group_size", type=positive_int, default=16, help="Group models: group width")
+    method.add_argument("--n_group", type=positive_int, default=1, help="DenseNet_Basis: basis groups")
+    method.add_argument("--k_size1", type=positive_int, default=3, help="ResNet_Basis: first conv kernel")
+    method.add_argument("--k_size2", type=positive_int, default=3, help="ResNet_Basis: second conv kernel")
+    method.add_argument("--inverse_index", action="store_true", help="use the last basis channels")
+    method.add_argument("--transition_group", type=positive_int, default=6, help="DenseNet_Basis transitions")
+    for stage, (size, n) in enumerate(((16, 24), (32, 48), (64, 84)), 1):
+        method.add_argument(f"--basis_size{stage}", type=positive_int, default=size,
+                            help=f"ResNet_Basis stage {stage} basis size")
+        method.add_argument(f"--n_basis{stage}", type=positive_int, default=n,
+                            help=f"ResNet_Basis stage {stage} basis filters")
+    method.add_argument("--vgg_decom_type", default="all", choices=("all", "select"),
+                        help="VGG_Basis: decompose all layers or a selection")
+    method.add_argument("--basis_size_str", default="", help="VGG_Basis: per-layer basis sizes")
+    method.add_argument("--n_basis_str", default="", help="VGG_Basis: per-layer basis filters")
+    method.add_argument("--basis_size", type=positive_int, default=128, help="basis size")
+    method.add_argument("--n_basis", type=positive_int, default=128, help="basis filters")
+    method.add_argument("--unique_basis", action="store_true", help="one basis for the whole network")
+
+    parser.add_argument("--linear", type=positive_int, default=1,
+                        help="scale batch and lr by L with a 5-epoch warm-up (linear scaling rule)")
+    parser.add_argument("--decay", default="step-150-225", help="schedule step-M1-M2... (warmstep-: warm-up)")
+    engine_options.add_ignored_options(parser, IGNORED)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from .data import DATASETS
+    from .loss import LOSS_TYPES
+    from .model import MODELS
+
+    MODELS.get(args.model)
+    DATASETS.get(args.data_train)
+    for name in args.data_test.split("+"):
+        DATASETS.get(name)
+    check_loss_string(args.loss, LOSS_TYPES)
+    engine_options.check_file(args, "pretrained")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, apply --template and --linear, validate: a bad value is an OptionError (exit 2)."""
+    return engine_options.parse(build_parser(), argv, templates=template.apply, validate=_validate)

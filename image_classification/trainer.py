@@ -1,0 +1,48 @@
+"""Classification hooks of the engine's training loop: cross-entropy style training, top-k error testing."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from filter_basis import engine
+from filter_basis.engine.meters import MetricSums, flatten
+
+TEST_BATCH_SIZE = 500  # official test batch
+
+
+class Trainer(engine.Trainer):
+    """Metrics: ``top1_error`` and ``top5_error`` (percent of test images) and ``loss`` (mean cross-entropy).
+
+    With several ``--data_test`` sets the metrics are grouped by set name; the first set picks the best.
+    """
+
+    higher_is_better = False
+
+    def train_step(self, batch) -> tuple:
+        images, labels = batch
+        labels = self.to_device(labels, cast=False)
+        return self.loss(self.net(self.to_device(images)), labels), labels.shape[0]
+
+    def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
+        images, labels = batch
+        labels = self.to_device(labels, cast=False)
+        logits = self.net(self.to_device(images)).float()
+        prefix = f"{set_name}/" if len(self.test_loaders) > 1 else ""
+        n = labels.shape[0]
+        meter.add(prefix + "loss", F.cross_entropy(logits, labels, reduction="sum"), n)
+        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = ranked == labels[:, None]
+        meter.add(prefix + "top1_error", 100.0 * (n - hits[:, :1].sum()), n)
+        meter.add(prefix + "top5_error", 100.0 * (n - hits.sum()), n)
+
+    def score(self, metrics: dict) -> float:
+        key = "top1_error" if self.args.top == 1 else "top5_error"
+        flat = flatten(metrics)
+        return flat[key] if key in flat else flat[f"{next(iter(self.test_loaders))}/{key}"]
+
+
+def test_batch_size(args) -> int:
+    return TEST_BATCH_SIZE
+
+
+

@@ -1,0 +1,1 @@
+"""Super-resolution tree (EDSR, SRResNet, compressed forms): options, data, models, losses, trainer."""

@@ -1,0 +1,117 @@
+"""Options of the super-resolution tree: the shared engine options plus this tree's own.
+
+Every option of the official SR ``option.py`` is accepted with its official default (paths become
+folders of this repository); those that served other experiments are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+from filter_basis.engine import options as engine_options
+from filter_basis.engine.losses import check_loss_string
+from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
+from filter_basis.errors import OptionError
+
+from . import template
+
+# Official SR defaults of the options both trees share, where they differ from the classification tree.
+TREE_DEFAULTS = {
+    "template": ".", "optimizer": "ADAM", "resume": 0, "test_every": 2000, "loss": "1*L1", "batch_size": 16,
+    "lr": 1e-4, "weight_decay": 0, "epochs": 300, "load": ".",
+}
+
+# Official options that only served other experiments (other networks, clustering, demo folders, ...).
+IGNORED = [
+    ("--dir_demo", str, "../test"), ("--benchmark_noise", bool, False), ("--extend", str, "."),
+    ("--res_act", str, "SIGMOID"), ("--reg_anchor", int, 16), ("--reg_out", int, 16),
+    ("--submodel", str, "carn"), ("--norm_type", str, "groupnorm"), ("--n_groups", int, 4),
+    ("--n_resblocks_ft", int, 2), ("--model_one", str, "one"), ("--subset", str, "."),
+    ("--normal_lr", str, "hr"), ("--input_res", str, "lr"),
+    ("--n_resunits", int, 6), ("--multi", str, "full-256"), ("--n_init", int, 1), ("--max_iter", int, 4500),
+    ("--symmetry", str, "i"), ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"),
+    ("--n_bits", int, 16), ("--pretrain_cluster", str, ""), ("--split_batch", int, 1), ("--gan_k", int, 1),
+    ("--n_resgroups", int, 5), ("--reduction", int, 16), ("--testpath", str, "../test/DIV2K_val_LR_our"),
+    ("--testset", str, "Set5"), ("--pre_train_optim", str, "."), ("--loss_norm", bool, False),
+]
+
+
+def build_parser() -> engine_options.OptionParser:
+    parser = engine_options.OptionParser(
+        description="Train or test a super-resolution network (EDSR, SRResNet and compressed variants).")
+    engine_options.add_common_options(parser, TREE_DEFAULTS)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_train", default="DIV2K", help="training set: DIV2K, DIV2KSUB")
+    data.add_argument("--data_test", default="DIV2K", help="test sets joined by '+': Set5, Set14, B100, ...")
+    data.add_argument("--n_train", type=positive_int, default=800, help="training images")
+    data.add_argument("--n_val", type=positive_int, default=100, help="DIV2K validation images")
+    data.add_argument("--offset_val", type=nonnegative_int, default=800, help="DIV2K validation offset")
+    data.add_argument("--ext", default="sep", help="official image storage: sep, sep_reset, img, bin")
+    data.add_argument("--scale", default="4", help="upscaling factor(s), several joined by '+'")
+    data.add_argument("--patch_size", type=positive_int, default=192, help="HR training patch size")
+    data.add_argument("--rgb_range", type=positive_int, default=255, help="pixel value range")
+    data.add_argument("--n_colors", type=positive_int, default=3, help="image channels")
+    data.add_argument("--noise", default=".", help="training LR noise: '.' none, G<sigma>, S<scale>")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="EDSR", help="network name")
+    model.add_argument("--act", default="relu", help="activation")
+    model.add_argument("--pre_train", default=".", help="weights to load (ours or the official layout)")
+    model.add_argument("--n_resblocks", type=positive_int, default=5, help="residual blocks")
+    model.add_argument("--n_feats", type=positive_int, default=64, help="feature channels")
+    model.add_argument("--res_scale", type=positive_float, default=1, help="residual scaling")
+    model.add_argument("--shift_mean", default=True, help="subtract/add the DIV2K mean (True/False)")
+    model.add_argument("--print_model", action="store_true", help="write the network to the log")
+
+    method = parser.add_argument_group("compression (basis, factor, group)")
+    method.add_argument("--sic_layer", type=positive_int, default=2, help="Factor models: SICs per conv")
+    method.add_argument("--group_size", type=positive_int, default=16, help="Group models: group width")
+    method.add_argument("--bn_every", action="store_true", help="BatchNorm after every basis conv")
+    method.add_argument("--basis_size", type=positive_int, default=64, help="basis size")
+    method.add_argument("--n_basis", type=positive_int, default=16, help="basis filters")
+    method.add_argument("--share_basis", action="store_true", help="one basis for both convs of a block")
+
+    test = parser.add_argument_group("testing")
+    test.add_argument("--chop", action="store_true", help="super-resolve large images in overlapping tiles")
+    test.add_argument("--self_ensemble", action="store_true", help="average over 8 flips/transposes")
+    test.add_argument("--save_results", action="store_true", help="save the super-resolved test images")
+
+    parser.add_argument("--lr_decay", type=positive_int, default=200, help="decay the lr every N epochs")
+    parser.add_argument("--decay_type", default="step", help="step (every --lr_decay) or step_A_B")
+    engine_options.add_ignored_options(parser, IGNORED)
+    return parser
+
+
+def _postprocess(args: argparse.Namespace) -> None:
+    """Official post-processing: --scale '2+3' -> [2, 3]."""
+    text = str(args.scale)
+    try:
+        args.scale = [int(s) for s in text.split("+")]
+    except ValueError:
+        args.scale = []
+    if not args.scale or any(s < 1 for s in args.scale):
+        raise OptionError(f"--scale {text!r} is not accepted; expected integers >= 1 joined by '+', "
+                          f"e.g. 4 or 2+3")
+    if not isinstance(args.shift_mean, bool):
+        raise OptionError(f"--shift_mean {args.shift_mean!r} is not accepted; expected True or False")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from .data import TEST_SETS, TRAIN_SETS
+    from .loss import LOSS_TYPES
+    from .model import MODELS
+
+    MODELS.get(args.model)
+    TRAIN_SETS.get(args.data_train)
+    for name in args.data_test.split("+"):
+        TEST_SETS.get(name)
+    check_loss_string(args.loss, LOSS_TYPES)
+    engine_options.check_file(args, "pre_train")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse, apply --template, split --scale, validate: a bad value is an OptionError (exit 2)."""
+    return engine_options.parse(build_parser(), argv, templates=template.apply, postprocess=_postprocess,
+                                validate=_validate)

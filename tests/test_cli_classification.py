@@ -1,0 +1,130 @@
+"""The classification command line where the process boundary is the point: exit status and stderr of a
+bad option, exact resume after SIGKILL, a malicious checkpoint, and 2-process DDP with torchrun (Gloo)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from filter_basis.engine import cli_main, run
+from filter_basis.engine.checkpoint import load_checkpoint
+from image_classification import option
+from image_classification.main import TREE
+
+TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--data_test", "Synthetic",
+        "--n_train", "128", "--n_test", "32", "--batch_size", "16", "--cpu", "--n_threads", "0"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The same thread count in-process as in the subprocesses (OMP_NUM_THREADS=1): identical floats."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def main_py(repo_root):
+    return str(repo_root / "image_classification" / "main.py")
+
+
+def test_bad_option_is_one_line_and_exit_2_from_any_folder(repo_root, tmp_path):
+    done = subprocess.run([sys.executable, main_py(repo_root), "--lr", "-1"], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    expected = "error: argument --lr: '-1' is not accepted; expected a number > 0"
+    assert done.stderr.strip().splitlines() == [expected]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_resume_after_sigkill_reaches_the_uninterrupted_results(repo_root, tmp_path):
+    argv = TINY + ["--dir_save", str(tmp_path), "--epochs", "3", "--lr", "0.05"]
+    whole = run(TREE, option.parse_args(argv + ["--save", "whole"]))
+
+    # Run from inside the tree as the official scripts did (python main.py), and kill it once the
+    # first epoch's training state is on disk.
+    state = tmp_path / "killed" / "training_state.pt"
+    process = subprocess.Popen([sys.executable, "main.py"] + argv + ["--save", "killed"],
+                               cwd=repo_root / "image_classification", env=env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert load_checkpoint(state)["epoch"] < 3  # killed before the end
+
+    resumed = run(TREE, option.parse_args(argv + ["--load", "killed", "--resume", "-1"]))
+    assert resumed.epoch == 3
+
+    def outcome(name):
+        return [(r["epoch"], r["metrics"], r["train_loss"], r["lr"])
+                for r in json.loads((tmp_path / name / "results.json").read_text())]
+
+    assert outcome("killed") == outcome("whole")
+    weights = load_checkpoint(tmp_path / "killed" / "model" / "model_latest.pt")
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(weights[key], value), key
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_training_state_is_refused_without_running(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    (tmp_path / "evil").mkdir()
+    torch.save({"epoch": 1, "model": _RunsCode(marker)}, tmp_path / "evil" / "training_state.pt")
+    assert cli_main(TREE, TINY + ["--dir_save", str(tmp_path), "--load", "evil"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "refused" in err and "nothing in it was run" in err
+    assert not marker.exists()
+    assert sorted(p.name for p in (tmp_path / "evil").iterdir()) == ["training_state.pt"]
+
+
+DDP_WORKER = """
+import os, sys
+import torch
+sys.path.insert(0, {root!r})
+from filter_basis.engine import run
+from image_classification.main import TREE
+trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
+torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
+"""
+
+
+def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER.format(root=str(repo_root), out=str(tmp_path)))
+    save = tmp_path / "runs"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(worker)] + TINY + ["--dir_save", str(save), "--save", "ddp", "--epochs", "2"]
+    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    initial = option.parse_args(TINY)
+    torch.manual_seed(initial.seed)
+    fresh = TREE.build_model(initial).state_dict()
+    for key, value in rank0.items():
+        assert torch.equal(value, rank1[key]), key
+    assert any(not torch.equal(v, fresh[k]) for k, v in rank0.items() if v.is_floating_point())
+    assert [p.name for p in save.iterdir()] == ["ddp"]
+    results = json.loads((save / "ddp" / "results.json").read_text())
+    assert [r["epoch"] for r in results] == [1, 2]
+    log = (save / "ddp" / "log.txt").read_text()
+    assert log.count("[Epoch 2] test:") == 1
+    assert "128 samples" in log  # the two shards of 64 together: every training sample once per epoch
