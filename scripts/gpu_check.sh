@@ -8,6 +8,11 @@
 # OUTDIR receives env.txt (software and device), cuda_tests.log / cuda_tests.xml (pytest -m cuda),
 # benchmark_cuda.txt / benchmark_cuda.json (python -m filter_basis.benchmark --device cuda) and
 # train_cuda.txt (a short end-to-end training run on the GPU with mixed precision).
+#
+# Only the checkout travels to such a machine: the reference-based CUDA tests (golden vectors) read
+# ./shared/reference when it is there (copy ../shared/reference into it; git-ignored) or
+# $FILTER_BASIS_REFERENCE, and pure-Python wheels missing there (bicubic-pytorch) are taken from ./.whl
+# (git-ignored) into a temporary folder, without any package index.
 set -uo pipefail
 out="${1:?usage: scripts/gpu_check.sh OUTDIR}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +21,11 @@ mkdir -p "$out"
 py="${PYTHON:-python3}"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 status=0
+if compgen -G "$root/.whl/*.whl" > /dev/null; then
+    site="$(mktemp -d)"
+    "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$root"/.whl/*.whl || status=1
+    export PYTHONPATH="$PYTHONPATH:$site"
+fi
 
 "$py" - > "$out/env.txt" 2>&1 <<'PY' || { cat "$out/env.txt"; exit 1; }
 import platform, torch
@@ -28,17 +38,17 @@ PY
 cat "$out/env.txt"
 
 echo "== CUDA tests"
-timeout 150 "$py" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --continue-on-collection-errors \
+timeout 100 "$py" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --continue-on-collection-errors \
     --junitxml="$out/cuda_tests.xml" tests 2>&1 | tee "$out/cuda_tests.log" || status=1
 
 echo "== CUDA benchmark"
-timeout 120 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_cuda.json" 2>&1 \
+timeout 40 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_cuda.json" 2>&1 \
     | tee "$out/benchmark_cuda.txt" || status=1
 
 echo "== short CUDA training run (classification, synthetic data, bf16 autocast, channels_last)"
 tmp="$(mktemp -d)"
-timeout 90 "$py" image_classification/main.py --model ResNet --depth 20 --data_train Synthetic \
-    --data_test Synthetic --n_train 512 --n_test 256 --batch_size 64 --epochs 2 --amp bf16 \
+timeout 30 "$py" image_classification/main.py --model ResNet --depth 20 --data_train Synthetic \
+    --data_test Synthetic --n_train 512 --n_test 200 --batch_size 64 --epochs 2 --amp bf16 \
     --channels_last --dir_save "$tmp" --save gpu_check --n_threads 2 2>&1 | tee "$out/train_cuda.txt" \
     || status=1
 cp "$tmp/gpu_check/results.json" "$out/train_cuda_results.json" 2>/dev/null || status=1

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_paths import REFERENCE, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -29,7 +28,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """The read-only reference facts (paper tables, official counts, golden vectors)."""
-    path = SHARED / "reference"
-    if not path.is_dir():
-        pytest.fail(f"reference folder {path} is missing: the checkout must sit beside shared/")
-    return path
+    if not REFERENCE.is_dir():
+        pytest.fail(f"reference folder {REFERENCE} is missing: the checkout must sit beside shared/ "
+                    "(or set FILTER_BASIS_REFERENCE)")
+    return REFERENCE

@@ -9,15 +9,14 @@ BN/ReLU placement in every Factor and Group variant.
 import ast
 import csv
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
+from reference_paths import REFERENCE
 
 from image_classification.model import build_model, load_pretrained
 from image_classification.option import parse_args
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 GOLDEN = [row for row in csv.DictReader(open(REFERENCE / "golden" / "README.tsv"), delimiter="\t")
           if row["tree"] == "image_classification"]
 

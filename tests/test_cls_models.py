@@ -5,11 +5,11 @@ import csv
 import math
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_paths import REFERENCE
 from torch import nn
 
 from filter_basis.errors import CheckpointError, OptionError, UserError
@@ -27,7 +27,6 @@ from image_classification.model.init import init_kaiming, init_vgg
 from image_classification.model.resnet import OptionAShortcut
 from image_classification.option import parse_args
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 OFFICIAL = [row for row in csv.DictReader(open(REFERENCE / "official_models.tsv"), delimiter="\t")
             if re.match(r"(VGG|ResNet|DenseNet)", row["config"])]
 
