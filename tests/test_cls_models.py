@@ -209,22 +209,22 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 def test_inconsistent_copies_of_a_shared_basis_are_refused(tmp_path):
     state = dict(_golden_state("ResNet20_Basis"))
     state["features.2.0.body.0.conv.0.basis_weight"] = state["basis1"] + 1
-    with pytest.raises(CheckpointError, match="shared tensor"):
+    with pytest.raises(CheckpointError, match="shares one tensor"):
         _load("--model ResNet_Basis --depth 20 --k_size2 1", state, tmp_path)
 
 
 def test_unreadable_checkpoints(tmp_path):
     model, args = build(SMALL["ResNet"]), args_of(SMALL["ResNet"])
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="no such file"):
         load_pretrained(model, str(tmp_path / "none.pt"), args)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="cannot be read"):
         load_pretrained(model, str(tmp_path / "junk.pt"), args)
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not a state_dict"):
         load_pretrained(model, str(tmp_path / "list.pt"), args)
     torch.save({"model": nn.Linear(1, 1)}, tmp_path / "code.pt")  # needs pickled classes: refused
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="is refused"):
         load_pretrained(model, str(tmp_path / "code.pt"), args)
 
 

@@ -12,11 +12,13 @@ import os
 import pickle
 import random
 import tempfile
+from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import CheckpointError
 
@@ -57,9 +59,53 @@ def load_checkpoint(path, map_location="cpu"):
         reason = f" ({found[0].rstrip('.')})" if found else ""
         raise CheckpointError(f"checkpoint {str(path)!r} is refused: it holds code or objects other than "
                               f"tensors and plain values{reason}; nothing in it was run") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch raises many types for damaged files (RuntimeError, struct.error, ...)
         lines = str(error).strip().splitlines() or ["truncated or corrupt file"]
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {lines[0]}") from None
+
+
+def read_state_dict(path) -> dict:
+    """A plain ``{key: tensor}`` checkpoint (``--pretrained`` / ``--pre_train``), read safely."""
+    state = load_checkpoint(path)
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a state_dict (a mapping of names to tensors)")
+    return dict(state)
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str,
+                           translate: Optional[Callable[[str], Optional[str]]] = None) -> None:
+    """Load ``state`` into ``model`` strictly, with a one-line :class:`CheckpointError` on any misfit.
+
+    ``translate`` maps a key of the file to the model's key (e.g. an official layout onto ours; ``None``
+    for a key it does not know).  Every key must map, every model entry must be filled, shapes must
+    agree, and entries the model shares (a shared basis, one PReLU) must hold equal values in the file:
+    the official loaders were non-strict (defect D11), so a wrong option silently left weights untrained.
+    """
+    ours = model.state_dict(keep_vars=True)
+    mapped = {}
+    for key, value in state.items():
+        target = translate(key) if translate is not None else key
+        if target not in ours:
+            raise CheckpointError(f"{source} has unexpected key {key!r} (the options do not build the model "
+                                  "it was saved from: check --model and the model options)")
+        if tuple(value.shape) != tuple(ours[target].shape):
+            named = repr(target) if target == key else f"{target!r} (file key {key!r})"
+            raise CheckpointError(f"{source}: {named} has shape {tuple(value.shape)}, the model needs "
+                                  f"{tuple(ours[target].shape)} (check the model options)")
+        mapped[target] = value
+    missing = [key for key in ours if key not in mapped]
+    if missing:
+        raise CheckpointError(f"{source} lacks {missing[0]!r} ({len(missing)} missing in all; check --model "
+                              "and the model options)")
+    aliases = defaultdict(list)
+    for key, tensor in ours.items():
+        aliases[id(tensor)].append(key)
+    for keys in aliases.values():
+        for other in keys[1:]:
+            if not torch.equal(mapped[keys[0]], mapped[other]):
+                raise CheckpointError(f"{source}: {keys[0]!r} and {other!r} differ, but the model shares one "
+                                      "tensor there (check the sharing options, e.g. --share_basis)")
+    model.load_state_dict(mapped, strict=True)
 
 
 def rng_state() -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -105,5 +106,10 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
 
 
 def _loader(dataset, batch_size: int, sampler, args: argparse.Namespace, runtime: Runtime) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=args.n_threads,
+    # The official default (6 workers) exceeds small machines' cores; more workers than cores only
+    # adds start-up time and a PyTorch warning (data order does not depend on the count; augmentation
+    # draws, made in the workers, do, as with any change of --n_threads).
+    workers = min(args.n_threads, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else (os.cpu_count() or 1))
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=runtime.device.type == "cuda")
