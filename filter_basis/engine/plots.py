@@ -6,6 +6,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .checkpoint import write_atomic
 from .meters import flatten
@@ -32,6 +33,8 @@ def _plot(epochs: list, values: list, label: str, path: Path) -> None:
     axes = figure.add_subplot()
     axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=label)
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    axes.set_title(f"{label} ({path.parent.name})")
     axes.set_ylabel(label)
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
