@@ -19,6 +19,8 @@ from . import template
 TREE_DEFAULTS = {
     "template": "", "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE", "batch_size": 128,
     "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "",
+    # a file on the authors' machine: --loss_norm asks for a usable --pre_train_optim
+    "pre_train_optim": "/home/yawli/projects/clustering-kernels/models/vgg16-89711a85.pt",
 }
 
 # Official options that only served other experiments (clustering kernels, model comparison, ...).
@@ -26,7 +28,6 @@ IGNORED = [
     ("--base", str, ""), ("--base_p", str, ""), ("--extend", str, ""), ("--compare", str, ""),
     ("--multi", str, "full-256"), ("--n_init", int, 1), ("--max_iter", int, 4500), ("--symmetry", str, "i"),
     ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"), ("--n_bits", int, 16),
-    ("--pre_train_optim", str, ""), ("--loss_norm", bool, False),
 ]
 
 

@@ -17,6 +17,7 @@ class Trainer(engine.Trainer):
     """
 
     higher_is_better = False
+    loss_norm_lambda = 0.05  # official classification weight of the --loss_norm basis term
 
     def train_step(self, batch) -> tuple:
         images, labels = batch

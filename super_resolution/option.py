@@ -33,7 +33,7 @@ IGNORED = [
     ("--symmetry", str, "i"), ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"),
     ("--n_bits", int, 16), ("--pretrain_cluster", str, ""), ("--split_batch", int, 1), ("--gan_k", int, 1),
     ("--n_resgroups", int, 5), ("--reduction", int, 16), ("--testpath", str, "../test/DIV2K_val_LR_our"),
-    ("--testset", str, "Set5"), ("--pre_train_optim", str, "."), ("--loss_norm", bool, False),
+    ("--testset", str, "Set5"),
 ]
 
 

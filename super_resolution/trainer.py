@@ -21,6 +21,7 @@ from super_resolution.metrics import calc_psnr, calc_ssim, quantize
 
 class Trainer(engine.Trainer):
     higher_is_better = True  # PSNR
+    loss_norm_lambda = 1.0  # official SR weight of the --loss_norm basis term
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

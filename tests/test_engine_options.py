@@ -97,11 +97,11 @@ def test_sr_post_processing():
 
 
 def test_ignored_options_are_accepted_with_a_note(capsys):
-    args = cls_option.parse_args(["--multi", "full-128", "--loss_norm"])
+    args = cls_option.parse_args(["--multi", "full-128", "--n_bits", "8"])
     assert args.multi == "full-128"
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all("ignored" in line for line in err)
-    assert "--multi" in err[0] and "--loss_norm" in err[1]
+    assert "--multi" in err[0] and "--n_bits" in err[1]
     cls_option.parse_args([])
     assert capsys.readouterr().err == ""
 

@@ -44,6 +44,11 @@ class WeightedLoss(nn.Module):
         self.parts = nn.ModuleList(modules)
         self.last: dict = {}
 
+    def add_term(self, weight: float, name: str, module: nn.Module) -> None:
+        """One more weighted term (e.g. a regulariser of the model: ``--loss_norm``), logged as ``name``."""
+        self.terms.append((weight, name))
+        self.parts.append(module)
+
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = 0
         self.last = {}

@@ -63,6 +63,7 @@ betas_pair = _checked("two numbers in [0, 1) such as 0.9,0.999", _betas, lambda 
 COMMON_DEFAULTS = {
     "template": "", "n_threads": 6, "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE",
     "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "", "print_every": 100,
+    "pre_train_optim": ".",
 }
 
 
@@ -121,6 +122,11 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     opt.add_argument("--loss", default=d["loss"], help="WEIGHT*TYPE terms joined by '+', e.g. 1*L1+0.5*MSE")
     opt.add_argument("--skip_threshold", type=positive_float, default=1e6,
                      help="skip a batch whose loss exceeds this times the previous epoch's mean loss")
+    opt.add_argument("--loss_norm", action="store_true",
+                     help="add the approximation regulariser: pull the basis layers towards the dense "
+                          "filters of --pre_train_optim")
+    opt.add_argument("--pre_train_optim", default=d["pre_train_optim"],
+                     help="--loss_norm: state_dict of the dense baseline model (ours or the official layout)")
 
     log = parser.add_argument_group("experiment folder and logging")
     log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")
@@ -168,6 +174,9 @@ def _validate_common(args: argparse.Namespace) -> None:
     if args.resume > 0 and is_given(args.load):
         raise OptionError(f"--resume {args.resume} is not supported; accepted: -1 or 0 (continue from the "
                           f"latest training state of --load)")
+    if args.loss_norm and not args.summary and not Path(args.pre_train_optim).is_file():
+        raise OptionError(f"--loss_norm needs --pre_train_optim FILE: a state_dict of the dense baseline "
+                          f"model; {args.pre_train_optim!r} is not a file")
     processes = launched_processes()
     if args.batch_size % processes != 0:
         raise OptionError(f"--batch_size {args.batch_size} is not divisible by the {processes} torchrun "

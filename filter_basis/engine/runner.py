@@ -19,6 +19,7 @@ from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
 from .experiment import Experiment
 from .losses import build_loss
 from .options import is_given
+from .regularizers import LOSS_NORM, build_loss_norm
 from .summary import describe
 from .trainer import Trainer, TrainingStopped
 
@@ -80,6 +81,8 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         tree.load_pretrained(model, pretrained, args)
     runtime.prepare(model)
     loss = build_loss(args.loss, tree.loss_types, args)
+    if args.loss_norm:
+        loss.add_term(1.0, LOSS_NORM, build_loss_norm(tree, args, model))
     test_loaders = {name: _loader(dataset, tree.test_batch_size(args), ShardSampler(len(dataset), env),
                                   args, runtime)
                     for name, dataset in tree.build_test_sets(args).items()}
