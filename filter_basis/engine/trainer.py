@@ -8,6 +8,7 @@ results, plots and checkpoints are handled here, identically for both trees.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 import time
@@ -35,7 +36,7 @@ class TrainingStopped(Exception):
     """Training cannot go on (the loss keeps diverging); reported as one line, exit status 1."""
 
 
-class Trainer:
+class Trainer(abc.ABC):
     """Train ``model`` on ``train_loader`` and evaluate it on every loader of ``test_loaders``."""
 
     higher_is_better = False  # direction of score(): False for errors, True for PSNR
@@ -62,17 +63,17 @@ class Trainer:
         self.show_bars = env.is_main and interactive()
 
     # ----- hooks a tree implements -----
+    @abc.abstractmethod
     def train_step(self, batch) -> tuple:
         """Forward one training batch; return ``(loss, number of samples)``. Runs under autocast."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
         """Add the metric sums of one test batch to ``meter`` (keys 'a/b' nest in results.json)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def score(self, metrics: dict) -> float:
         """The number the best model is chosen by (see ``higher_is_better``)."""
-        raise NotImplementedError
 
     # ----- helpers for the hooks -----
     @property
