@@ -10,7 +10,6 @@ import argparse
 from typing import Optional, Sequence
 
 from filter_basis.engine import options as engine_options
-from filter_basis.engine.losses import check_loss_string
 from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
 from filter_basis.errors import OptionError
 
@@ -103,12 +102,8 @@ def _validate(args: argparse.Namespace) -> None:
     from .loss import LOSS_TYPES
     from .model import MODELS
 
-    MODELS.get(args.model)
-    TRAIN_SETS.get(args.data_train)
-    for name in args.data_test.split("+"):
-        TEST_SETS.get(name)
-    check_loss_string(args.loss, LOSS_TYPES)
-    engine_options.check_file(args, "pre_train")
+    engine_options.check_tree_names(args, models=MODELS, train_sets=TRAIN_SETS, test_sets=TEST_SETS,
+                                    loss_types=LOSS_TYPES, pretrained_option="pre_train")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -32,3 +32,13 @@ def reference_dir() -> Path:
         pytest.fail(f"reference folder {REFERENCE} is missing: the checkout must sit beside shared/ "
                     "(or set FILTER_BASIS_REFERENCE)")
     return REFERENCE
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: tiny models train faster on a busy machine, and in-process runs then
+    compute the same floats as subprocesses started with OMP_NUM_THREADS=1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

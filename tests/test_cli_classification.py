@@ -20,13 +20,7 @@ TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--dat
         "--n_train", "128", "--n_test", "32", "--batch_size", "16", "--cpu", "--n_threads", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The same thread count in-process as in the subprocesses (OMP_NUM_THREADS=1): identical floats."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def env():

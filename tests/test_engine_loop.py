@@ -18,13 +18,7 @@ TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--dat
         "--n_train", "64", "--n_test", "32", "--batch_size", "16", "--cpu", "--n_threads", "0"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a busy 2-core machine run far faster (and reproducibly) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, *extra):

@@ -31,12 +31,7 @@ SR = ["--n_resblocks", "1", "--n_feats", "8", "--basis_size", "8", "--n_basis", 
 DENSE_RESNET = ["--model", "ResNet", "--depth", "8"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _baseline_file(option, model, argv, path):

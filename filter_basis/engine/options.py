@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import OptionError
 from .distributed import launched_processes
-from .losses import parse_loss_string
+from .losses import check_loss_string, parse_loss_string
 from .optim import Schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +192,18 @@ def check_file(args: argparse.Namespace, option: str) -> None:
     path = getattr(args, option)
     if is_given(path) and not args.summary and not Path(path).is_file():
         raise OptionError(f"--{option} {path!r}: no such file")
+
+
+def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets, loss_types,
+                     pretrained_option: str) -> None:
+    """What every tree validates the same way: --model, --data_train and each '+'-joined --data_test
+    name resolve in the tree's registries, --loss uses its loss types, the pretrained file exists."""
+    models.get(args.model)
+    train_sets.get(args.data_train)
+    for name in args.data_test.split("+"):
+        test_sets.get(name)
+    check_loss_string(args.loss, loss_types)
+    check_file(args, pretrained_option)
 
 
 def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
