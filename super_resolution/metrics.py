@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from super_resolution.colour import rgb_to_y
+
 # BT.601 luma of a [0, 1] difference image, as the official PSNR (no offset: differences cancel it)
 _PSNR_LUMA = (65.738 / 256, 129.057 / 256, 25.064 / 256)
-# ITU-R BT.601 "YCbCr" Y of [0, 255] RGB, in 16..235
-_Y_OFFSET, _Y_COEFFS = 16.0, (65.481 / 255, 128.553 / 255, 24.966 / 255)
 
 
 def quantize(sr: torch.Tensor, rgb_range: float) -> torch.Tensor:
@@ -55,8 +55,7 @@ def luminance(image: torch.Tensor, rgb_range: float) -> np.ndarray:
     x = image.detach().double().cpu() * (255 / rgb_range)
     if x.shape[0] == 1:
         return x[0].numpy()
-    r, g, b = x[0], x[1], x[2]
-    return (_Y_OFFSET + _Y_COEFFS[0] * r + _Y_COEFFS[1] * g + _Y_COEFFS[2] * b).numpy()
+    return rgb_to_y(x[0], x[1], x[2]).numpy()
 
 
 def calc_ssim(sr: torch.Tensor, hr: torch.Tensor, scale: int, rgb_range: float) -> float:

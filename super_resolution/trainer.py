@@ -23,11 +23,6 @@ class Trainer(engine.Trainer):
     higher_is_better = True  # PSNR
     loss_norm_lambda = 1.0  # official SR weight of the --loss_norm basis term
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.args.print_model:
-            self.log(str(self.model))
-
     @property
     def scale(self) -> int:
         return self.args.scale[0]
@@ -45,9 +40,8 @@ class Trainer(engine.Trainer):
 
     def test_step(self, batch, meter, set_name: str) -> None:
         lr, hr, names = batch
-        lr, hr = self.to_device(lr), self.to_device(hr)
+        lr, hr = self.to_device(lr), self.to_device(hr, cast=False)  # HR only feeds the metrics: float32
         sr = quantize(self.super_resolve(lr).float(), self.args.rgb_range)
-        hr = hr.float()
         benchmark = self.test_loaders[set_name].dataset.benchmark
         key = self.metric_key(set_name)
         for i, name in enumerate(names):

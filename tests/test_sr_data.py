@@ -87,7 +87,8 @@ def test_rgb_range_scales_the_tensors(tmp_path, rng):
 
 
 def test_read_only_data_keeps_the_lr_images_in_memory(tmp_path, rng, monkeypatch):
-    hr_dir = _benchmark(tmp_path, "Set5", {"head": _random_image(rng, 20, 20)})
+    hr = _random_image(rng, 20, 20)
+    hr_dir = _benchmark(tmp_path, "Set5", {"head": hr})
 
     def refuse(*args, **kwargs):
         raise PermissionError("read-only")
@@ -95,6 +96,7 @@ def test_read_only_data_keeps_the_lr_images_in_memory(tmp_path, rng, monkeypatch
     monkeypatch.setattr(bicubic.tempfile, "mkdtemp", refuse)
     lr, _, _ = data.build_test_sets(_args(tmp_path))["Set5"][0]
     assert lr.shape == (3, 10, 10) and not (hr_dir.parent / "LR_bicubic" / "X2").exists()
+    assert torch.equal(lr, torch.from_numpy(bicubic.downscale(hr, 2).transpose(2, 0, 1).copy()).float())
 
 
 def test_missing_folders_name_the_path_and_the_layout(tmp_path):
@@ -166,6 +168,19 @@ def test_training_patches_are_aligned_and_sized_with_flips_and_transposes(tmp_pa
     first = train_set[0][0]
     torch.manual_seed(5)
     assert torch.equal(first, data.build_train_set(args)[0][0])  # seeded: reproducible
+
+
+def test_training_patches_with_one_colour_are_the_y_channel_of_aligned_rgb_patches(tmp_path, rng):
+    lr_image = _random_image(rng, 10, 9)
+    _div2k(tmp_path, "train", [1], [lr_image], scale=2)
+    train_set = data.build_train_set(_args(tmp_path, n_train=1, n_colors=1, patch_size=8, test_every=1))
+    torch.manual_seed(0)
+    lr, hr = train_set[0]
+    assert lr.shape == (1, 4, 4) and hr.shape == (1, 8, 8) and torch.equal(hr[:, ::2, ::2], lr)
+    rgb = lr_image.astype(np.float64)
+    y = torch.from_numpy(16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255)
+    windows = y.float().unfold(0, 4, 1).unfold(1, 4, 1).reshape(-1, 1, 4, 4)
+    assert any(torch.equal(w, _orient(lr, k)) for w in windows for k in range(8))
 
 
 def _orient(patch, k):

@@ -76,8 +76,10 @@ def test_tiny_edsr_trains_tests_and_reloads(dir_data, tmp_path, capsys):
     args = parse_args(["--model", "EDSR", "--n_resblocks", "2", "--n_feats", "16", "--scale", "2"])
     load_pretrained(build_model(args), model_file, args)  # a plain state_dict, loadable anywhere
 
-    test = ["--save", "tiny_test", "--test_only", "--pre_train", str(model_file), "--save_results", "--chop"]
+    test = ["--save", "tiny_test", "--test_only", "--pre_train", str(model_file), "--save_results", "--chop",
+            "--print_model"]
     assert _run(dir_data, tmp_path, *test) == 0
+    assert (tmp_path / "experiment" / "tiny_test" / "log.txt").read_text().count("EDSR(") == 1  # printed once
     records = json.loads((tmp_path / "experiment" / "tiny_test" / "results.json").read_text())
     assert len(records) == 1 and records[0]["epoch"] == 0 and "train_loss" not in records[0]
     # the receptive field of this model fits chop's 10-pixel overlap: same numbers as whole images

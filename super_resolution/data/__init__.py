@@ -57,9 +57,8 @@ def build_train_set(args) -> Dataset:
 
 
 def test_set_names(args) -> list:
-    """``--data_test Set5+Set14`` -> ["Set5", "Set14"] (a list given by the option parser is kept)."""
-    names = args.data_test
-    return names.split("+") if isinstance(names, str) else list(names)
+    """``--data_test Set5+Set14`` -> ["Set5", "Set14"]."""
+    return args.data_test.split("+")
 
 
 def build_test_sets(args) -> Dict[str, Dataset]:

@@ -42,8 +42,9 @@ class TrainingPatches(Dataset):
 
     def __getitem__(self, index: int):
         _, hr_path, lr_source = self.pairs[index % len(self.pairs)]
-        lr, hr = (set_channel(self.read(source), self.n_colors) for source in (lr_source, hr_path))
-        lr, hr = augment(*random_patch(lr, hr, self.patch_size, self.scale))
+        lr, hr = random_patch(self.read(lr_source), self.read(hr_path), self.patch_size, self.scale)
+        # the channel fix is per pixel: on the patches, not on the whole images
+        lr, hr = augment(set_channel(lr, self.n_colors), set_channel(hr, self.n_colors))
         if self.noise is not None:
             lr = self.noise(lr)
         return to_tensor(lr, self.rgb_range), to_tensor(hr, self.rgb_range)

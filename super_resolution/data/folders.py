@@ -7,7 +7,7 @@ Every folder is looked up in both layouts, ``DIR_DATA/<path>`` (EDSR-PyTorch) an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from filter_basis.errors import DataError
 
@@ -27,9 +27,13 @@ def find_folder(dir_data, relative: str, layout: str) -> Path:
     raise DataError(f"dataset folder not found: {candidates[0]} (or {candidates[1]}); expected {layout}")
 
 
-def pair_with_lr(hr_paths: Sequence[Path], lr_dir: Path, lr_name: Callable[[Path], str],
-                 scale: int) -> List[Pair]:
-    """Pair HR files with ``lr_dir/lr_name(hr)``; without an ``lr_dir``, make the LR images."""
+def pair_with_lr(hr_paths: Sequence[Path], lr_dir: Path, scale: int) -> List[Pair]:
+    """Pair each HR file with ``lr_dir/<stem>x<s>.png`` (the benchmark and DIV2K naming); without an
+    ``lr_dir``, make the LR images."""
+
+    def lr_name(hr: Path) -> str:
+        return f"{hr.stem}x{scale}.png"
+
     if lr_dir.is_dir():
         sources = {p: lr_dir / lr_name(p) for p in hr_paths}
         missing = [lr for lr in sources.values() if not lr.is_file()]
@@ -49,7 +53,7 @@ def benchmark_pairs(dir_data, name: str, scale: int) -> List[Pair]:
     hr_paths = list_images(hr_dir) if hr_dir.is_dir() else []
     if not hr_paths:
         raise DataError(f"no HR images in {hr_dir}; expected {hr_dir}/*.png")
-    return pair_with_lr(hr_paths, root / "LR_bicubic" / f"X{scale}", lambda p: f"{p.stem}x{scale}.png", scale)
+    return pair_with_lr(hr_paths, root / "LR_bicubic" / f"X{scale}", scale)
 
 
 def div2k_pairs(dir_data, split: str, first: int, last: int, scale: int) -> List[Pair]:
@@ -63,7 +67,7 @@ def div2k_pairs(dir_data, split: str, first: int, last: int, scale: int) -> List
         raise DataError(f"DIV2K image {missing[0]} is missing ({len(missing)} of {first:04d}-{last:04d}; "
                         "check --n_train / --offset_val / --n_val)")
     lr_dir = hr_dir.parent / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
-    return pair_with_lr(hr_paths, lr_dir, lambda p: f"{p.stem}x{scale}.png", scale)
+    return pair_with_lr(hr_paths, lr_dir, scale)
 
 
 def div2k_sub_pairs(dir_data, n_images: int, scale: int) -> List[Pair]:

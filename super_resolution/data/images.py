@@ -10,6 +10,8 @@ import torch
 
 from filter_basis.errors import DataError
 
+from ..colour import rgb_to_y
+
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -38,8 +40,7 @@ def set_channel(image: np.ndarray, n_colors: int) -> np.ndarray:
         return np.repeat(image, 3, axis=2)
     if n_colors == 1 and channels == 3:
         rgb = image.astype(np.float64)
-        y = 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255
-        return y[:, :, None]
+        return rgb_to_y(rgb[..., 0], rgb[..., 1], rgb[..., 2])[:, :, None]
     return image
 
 

@@ -10,6 +10,8 @@ from torch import nn
 
 from filter_basis.errors import OptionError
 
+from ..colour import rgb_to_y
+
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K mean colour, as fractions of rgb_range
 
 
@@ -39,8 +41,7 @@ def mean_colour(n_colors: int) -> tuple:
     if n_colors == 3:
         return RGB_MEAN
     if n_colors == 1:
-        r, g, b = RGB_MEAN
-        return ((16 + 65.481 * r + 128.553 * g + 24.966 * b) / 255,)
+        return (rgb_to_y(*(255 * value for value in RGB_MEAN)) / 255,)
     raise OptionError(f"--n_colors {n_colors} is not supported; use 3 (RGB) or 1 (Y channel)")
 
 
