@@ -175,9 +175,7 @@ def benchmark_shape(shape: LayerShape, device: torch.device, repeats: int,
             for v in VARIANTS:
                 samples[v].append(measure(steps[v], calls))
         ms = {v: 1000.0 * statistics.median(samples[v]) for v in VARIANTS}
-        # The naive form's count stands for the layer's work: FlopCounterMode counts the weight gradient
-        # of a grouped convolution (the channels_last path of BasisConv2d) as if it were not grouped.
-        flop_ratio = flops["naive"] / flops["dense"]
+        flop_ratio = flops["basis"] / flops["dense"]
         record["passes"][pass_name] = {
             "ms": ms,
             "flops": flops,

@@ -155,8 +155,6 @@ def _count_flops(model: nn.Module, input_size: tuple):
         prefix = f"{path}." if path else ""
         for name, tensor in [*module.named_parameters(recurse=False),
                              *module.named_buffers(recurse=False)]:
-            if tensor is None:
-                continue
             if id(tensor) not in meta_by_id:
                 meta_by_id[id(tensor)] = torch.empty_like(tensor, device="meta")
             tensors[prefix + name] = meta_by_id[id(tensor)]

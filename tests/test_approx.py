@@ -135,4 +135,5 @@ def test_reference_on_another_dtype_is_cast():
     model, reference = converted(36)
     loss = approximation_loss(model.float(), reference)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(loss, approximation_loss(model, copy.deepcopy(reference).float()))
     assert F.mse_loss(model[2].composed_weight(), reference[2].weight.float()) < 1e-10

@@ -219,6 +219,7 @@ def test_channels_last_gives_the_same_result():
         layer_cl = layer.to(memory_format=torch.channels_last)
         out = layer_cl(x.contiguous(memory_format=torch.channels_last))
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)  # the layout is kept
 
 
 def test_autocast_bfloat16_on_cpu_is_close_to_float32():

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from filter_basis.benchmark import SHAPES, LayerShape, build_layers, main, naive_forward
 
@@ -24,6 +25,9 @@ def test_runs_end_to_end_and_writes_json(tmp_path, capsys):
         assert all(t > 0 for t in figures["ms"].values())
         for key in ("basis_over_dense", "basis_over_naive", "flop_ratio_basis_over_dense", "limit"):
             assert key in figures
+        flops = figures["flops"]
+        assert flops["basis"] == flops["naive"]  # the same work, folded into one call
+        assert figures["flop_ratio_basis_over_dense"] == flops["basis"] / flops["dense"]
     # Forward FLOPs: 24x24 maps, 2 splits of 32 channels against 32 filters, then a 64 -> 64 projection.
     forward = record["passes"]["forward"]["flops"]
     assert forward["dense"] == 2 * 64 * 64 * 9 * 24 * 24
@@ -50,6 +54,11 @@ def test_naive_reference_equals_basis_layer(name, memory_format):
     assert layer.basis_forward(x).is_contiguous(memory_format=memory_format)  # the layout is kept
     for got, want in zip(grads, [x.grad] + [p.grad for p in layer.parameters()]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with FlopCounterMode(display=False) as basis_flops:
+        layer(x).square().sum().backward()
+    with FlopCounterMode(display=False) as naive_flops:
+        naive_forward(layer, x).square().sum().backward()
+    assert basis_flops.get_total_flops() == naive_flops.get_total_flops()  # the same work in any layout
 
 
 def test_unknown_shape_is_a_one_line_error(capsys):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from .checks import check_positive_ints
-from .norm_act import Activation, check_activation, make_activation
+from .norm_act import Activation, make_activation
 
 
 class SIC(nn.Module):
@@ -29,7 +29,6 @@ class SIC(nn.Module):
         super().__init__()
         check_positive_ints(f"SIC({in_channels}->{out_channels})", in_channels=in_channels,
                         out_channels=out_channels, kernel_size=kernel_size, stride=stride)
-        check_activation(act)
         layers = [nn.Conv2d(in_channels, in_channels, kernel_size, stride, kernel_size // 2,
                             groups=in_channels, bias=bias)]
         if dw_norm:
