@@ -19,6 +19,7 @@ from torch import nn
 from . import decompose
 from .layers.basis_conv import Basis, BasisConv2d, conversion_obstacle
 from .layers.checks import check_positive_ints
+from .surgery import replace_module
 
 Patterns = Union[str, Sequence[str]]
 
@@ -169,14 +170,6 @@ def _own_params(layer: nn.Module, exclude: Optional[nn.Parameter] = None) -> int
     return sum(p.numel() for p in layer.parameters() if p is not exclude)
 
 
-def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Swap every reference to ``old`` (a module may be registered under several parents)."""
-    for parent in model.modules():
-        for key, child in list(parent._modules.items()):
-            if child is old:
-                setattr(parent, key, new)
-
-
 @torch.no_grad()
 def basisify(model: nn.Module, basis_size: int, n_basis: int, *, include: Optional[Patterns] = None,
              exclude: Optional[Patterns] = None, kernel_sizes: Optional[Collection[int]] = None,
@@ -244,7 +237,7 @@ def basisify(model: nn.Module, basis_size: int, n_basis: int, *, include: Option
         conv = convs[path]
         name, basis = basis_of.get(path, ("own", None))
         layer = BasisConv2d.from_conv(conv, basis_size, n_basis, basis=basis, name=path).train(conv.training)
-        _replace(model, conv, layer)
+        replace_module(model, conv, layer)
         report.replaced.append(ReplacedLayer(
             path, conv.in_channels, conv.out_channels, conv.kernel_size[0], layer.n_splits, name,
             layer.reconstruction_error, _own_params(conv),

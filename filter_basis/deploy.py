@@ -51,6 +51,7 @@ from torch import nn
 
 from .complexity import summarize
 from .layers import SIC, Basis, BasisConv2d, GroupConv2d
+from .surgery import replace_module
 
 _NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 _TWO_STAGE = (BasisConv2d, GroupConv2d)
@@ -391,11 +392,7 @@ def _choose_forms(model: nn.Module, result: FuseReport, merge: bool) -> nn.Modul
         result.layers.append(BasisLayerForm(names[0], "dense", flops_decomposed, flops_dense,
                                             "fewer or equal FLOPs dense"))
         replacement = dense if post is None else nn.Sequential(dense, post)
-        for name in names:
-            if not name:
-                return replacement
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, replacement)
+        model = replace_module(model, layer, replacement)
     return model
 
 

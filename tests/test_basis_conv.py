@@ -6,23 +6,11 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from randomize import randomize
 from torch import nn
 
 from filter_basis import Basis, BasisConv2d
 from filter_basis.layers import norm_act
-
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial values everywhere (biases and BN statistics are zero/one after construction)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 0.5)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return module.eval()
 
 
 def naive_forward(layer: BasisConv2d, x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
