@@ -43,7 +43,5 @@ class Trainer(engine.Trainer):
 
 
 def test_batch_size(args) -> int:
+    """The official test batch, whatever the options."""
     return TEST_BATCH_SIZE
-
-
-

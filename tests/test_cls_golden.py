@@ -14,19 +14,25 @@ import pytest
 import torch
 from reference_paths import REFERENCE
 
-from image_classification.model import build_model, load_pretrained
+from image_classification.model import MODELS, build_model, load_pretrained
 from image_classification.option import parse_args
 
-GOLDEN = [row for row in csv.DictReader(open(REFERENCE / "golden" / "README.tsv"), delimiter="\t")
+GOLDEN = [row for row in csv.DictReader((REFERENCE / "golden" / "README.tsv").read_text().splitlines(),
+                                         delimiter="\t")
           if row["tree"] == "image_classification"]
 
 
 def test_all_classification_vectors_are_covered():
     assert len(GOLDEN) == 11
+    # every model has a vector but VGG, VGG_Factor and VGG_Group (only their counts and state_dict
+    # layouts are pinned, by test_cls_models)
+    covered = {parse_args(shlex.split(row["command_line"])).model for row in GOLDEN}
+    assert covered == set(MODELS.names()) - {"VGG", "VGG_Factor", "VGG_Group"}
 
 
-@pytest.mark.parametrize("row", GOLDEN, ids=[row["name"] for row in GOLDEN])
-def test_official_output_is_reproduced(row, tmp_path):
+def _official_model(row, tmp_path):
+    """The golden record of ``row`` and our model built from its command line, loaded from its
+    official state_dict through load_pretrained, in eval mode."""
     golden = torch.load(REFERENCE / "golden" / f"{row['name']}.pt", weights_only=True)
     path = tmp_path / "official.pt"
     torch.save(golden["state_dict"], path)  # the file layout the official code saved
@@ -34,7 +40,12 @@ def test_official_output_is_reproduced(row, tmp_path):
     torch.manual_seed(0)
     model = build_model(args)
     load_pretrained(model, str(path), args)
-    model.eval()
+    return golden, model.eval()
+
+
+@pytest.mark.parametrize("row", GOLDEN, ids=[row["name"] for row in GOLDEN])
+def test_official_output_is_reproduced(row, tmp_path):
+    golden, model = _official_model(row, tmp_path)
     assert tuple(golden["input"].shape) == ast.literal_eval(row["input_shape"])
     with torch.no_grad():
         output = model(golden["input"])
@@ -47,12 +58,8 @@ def test_official_output_is_reproduced(row, tmp_path):
 @pytest.mark.parametrize("row", GOLDEN, ids=[row["name"] for row in GOLDEN])
 def test_official_output_is_reproduced_on_cuda_channels_last(row, tmp_path):
     """Same vectors on the GPU with NHWC tensors (the basis layer's grouped path when G > 1)."""
-    golden = torch.load(REFERENCE / "golden" / f"{row['name']}.pt", weights_only=True)
-    torch.save(golden["state_dict"], tmp_path / "official.pt")
-    args = parse_args(shlex.split(row["command_line"]))
-    model = build_model(args)
-    load_pretrained(model, str(tmp_path / "official.pt"), args)
-    model = model.eval().to("cuda", memory_format=torch.channels_last)
+    golden, model = _official_model(row, tmp_path)
+    model = model.to("cuda", memory_format=torch.channels_last)
     x = golden["input"].to("cuda", memory_format=torch.channels_last)
     allow_tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False  # compare in true float32

@@ -15,9 +15,8 @@ from torch.utils.data import Dataset, Subset
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
-from . import cifar
+from . import cifar, synthetic
 from .imagenet import imagenet
-from .synthetic import Synthetic
 from .transforms import cifar_transform, imagenet_transform
 
 
@@ -50,7 +49,8 @@ def _imagenet(args, train: bool, transform) -> Dataset:
 DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), cifar_transform, 10))
 DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 100))
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
-DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: Synthetic(train, tf), cifar_transform, 10))
+DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
+                                          cifar_transform, synthetic.NUM_CLASSES))
 
 
 def num_classes(name: str) -> int:

@@ -16,11 +16,10 @@ from filter_basis.errors import DataError
 
 from .in_memory import InMemoryImages
 
-# name -> (folder, training files, test files, label key, torchvision class name)
+# name (also the torchvision class that downloads it) -> (folder, training files, test files, label key)
 LAYOUTS = {
-    "CIFAR10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "labels", "CIFAR10"),
-    "CIFAR100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "CIFAR100"),
+    "CIFAR10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "CIFAR100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
 }
 
 
@@ -44,14 +43,14 @@ def download(name: str, dir_data: str) -> None:
     """Fetch and verify the archive with torchvision (only called with ``--download``)."""
     import torchvision.datasets
 
-    getattr(torchvision.datasets, LAYOUTS[name][4])(root=dir_data, train=True, download=True)
+    getattr(torchvision.datasets, name)(root=dir_data, train=True, download=True)
 
 
 class CIFAR(InMemoryImages):
     """CIFAR10 or CIFAR100 (``name``) from ``dir_data/<torchvision folder>``: uint8 images, int labels."""
 
     def __init__(self, name: str, dir_data: str, train: bool, transform=None):
-        folder, train_files, test_files, label_key, _ = LAYOUTS[name]
+        folder, train_files, test_files, label_key = LAYOUTS[name]
         root = Path(dir_data) / folder
         if not root.is_dir():
             raise DataError(f"{name} folder {root} not found: expected torchvision's '{folder}' folder "

@@ -16,18 +16,17 @@ NUM_CLASSES = 10
 
 
 class Synthetic(InMemoryImages):
-    """``size`` (default 1000 train / 200 test) uint8 images (3, 32, 32) in ``num_classes`` classes.
+    """``TRAIN_SIZE`` or ``TEST_SIZE`` uint8 images (3, 32, 32) in ``NUM_CLASSES`` classes.
 
-    The class patterns depend on ``seed`` only, so the training and test splits share them and differ
+    The class patterns come from one fixed seed, so the training and test splits share them and differ
     in their labels and noise.
     """
 
-    def __init__(self, train: bool, transform=None, size: int = 0, num_classes: int = NUM_CLASSES,
-                 seed: int = 0):
-        size = size or (TRAIN_SIZE if train else TEST_SIZE)
-        generator = torch.Generator().manual_seed(seed)
-        patterns = torch.randint(0, 256, (num_classes, 3, 32, 32), generator=generator)
-        generator.manual_seed(seed + (1 if train else 2))
-        labels = torch.randint(0, num_classes, (size,), generator=generator)
+    def __init__(self, train: bool, transform=None):
+        size = TRAIN_SIZE if train else TEST_SIZE
+        generator = torch.Generator().manual_seed(0)
+        patterns = torch.randint(0, 256, (NUM_CLASSES, 3, 32, 32), generator=generator)
+        generator.manual_seed(1 if train else 2)
+        labels = torch.randint(0, NUM_CLASSES, (size,), generator=generator)
         noise = torch.randint(0, 256, (size, 3, 32, 32), generator=generator)
         super().__init__(((patterns[labels] + noise) // 2).to(torch.uint8), labels, transform)

@@ -18,6 +18,10 @@ from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_di
 
 KeyRules = Iterable[Tuple[str, str]]
 
+# The official grouped conv + 1x1 pair without norm/activation inside (ResNet_Group, DenseNet_Group): one
+# ``conv`` sequence of the two, where our GroupConv2d names them ``grouped`` and ``projection``.
+GROUP_PAIR_KEYS = [(r"\.conv\.0\.", ".grouped."), (r"\.conv\.1\.", ".projection.")]
+
 
 def key_renamer(rules: KeyRules) -> Callable[[str], str]:
     """Apply every ``(pattern, replacement)`` rule in order to a key; keys that match none stay."""

@@ -17,6 +17,7 @@ from torch import nn
 from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
+from .checkpoint import GROUP_PAIR_KEYS
 from .init import init_kaiming
 from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
 
@@ -170,5 +171,5 @@ OFFICIAL_KEYS = {
                        (r"\.body\.0\.conv\.5\.", ".body.2.projection."),
                        (r"\.module\.", ".body.")],
     "DenseNet_Factor": [(r"\.body\.2\.body\.(\d+)\.body\.", r".body.2.layers.\1.body.")],
-    "DenseNet_Group": [(r"\.conv\.0\.", ".grouped."), (r"\.conv\.1\.", ".projection.")],
+    "DenseNet_Group": GROUP_PAIR_KEYS,
 }

@@ -17,6 +17,7 @@ from torch import nn
 from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d
 
+from .checkpoint import GROUP_PAIR_KEYS
 from .init import init_kaiming
 from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
 
@@ -161,5 +162,5 @@ OFFICIAL_KEYS = {
                      (r"\.conv\.0\.basis_bias$", ".basis_bias"),
                      (r"\.conv\.1\.", ".projection.")],
     "ResNet_Factor": [(r"\.body\.(\d+)\.body\.(\d+)\.body\.", r".body.\1.layers.\2.body.")],
-    "ResNet_Group": [(r"\.conv\.0\.", ".grouped."), (r"\.conv\.1\.", ".projection.")],
+    "ResNet_Group": GROUP_PAIR_KEYS,
 }

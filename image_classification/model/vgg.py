@@ -124,11 +124,12 @@ def build_vgg_group(args) -> VGG:
 
 
 # Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
+# A decomposed entry was one ``conv`` sequence: its k x k conv, BN, ReLU, the 1x1 projection, BN, ReLU.
+_MID_PROJECTION_POST = [(r"\.conv\.1\.", ".mid.0."), (r"\.conv\.3\.", ".projection."),
+                        (r"\.conv\.4\.", ".post.0.")]
 OFFICIAL_KEYS = {
     "VGG_Basis": [(r"\.conv\.0\.weight$", ".basis.weight"), (r"\.conv\.0\.bias$", ".basis_bias"),
-                  (r"\.conv\.1\.", ".mid.0."), (r"\.conv\.3\.", ".projection."),
-                  (r"\.conv\.4\.", ".post.0.")],
+                  *_MID_PROJECTION_POST],
     "VGG_Factor": [(r"\.conv\.0\.body\.", ".layers.")],
-    "VGG_Group": [(r"\.conv\.0\.", ".grouped."), (r"\.conv\.1\.", ".mid.0."),
-                  (r"\.conv\.3\.", ".projection."), (r"\.conv\.4\.", ".post.0.")],
+    "VGG_Group": [(r"\.conv\.0\.", ".grouped."), *_MID_PROJECTION_POST],
 }
