@@ -1,5 +1,6 @@
 """Test-suite set-up: repository root on sys.path, CUDA-only tests skipped on machines without CUDA."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -42,3 +43,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class _TouchesMarker:
+    """Unpickling it runs ``touch MARKER``: the stand-in for a checkpoint that carries code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def code_payload(tmp_path):
+    """``(obj, marker)``: loading a pickle of ``obj`` would create the file ``marker`` (it must not)."""
+    marker = tmp_path / "marker"
+    return _TouchesMarker(marker), marker

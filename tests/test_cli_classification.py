@@ -71,18 +71,10 @@ def test_resume_after_sigkill_reaches_the_uninterrupted_results(repo_root, tmp_p
         assert torch.equal(weights[key], value), key
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_malicious_training_state_is_refused_without_running(tmp_path, capsys):
-    marker = tmp_path / "marker"
+def test_malicious_training_state_is_refused_without_running(tmp_path, capsys, code_payload):
+    payload, marker = code_payload
     (tmp_path / "evil").mkdir()
-    torch.save({"epoch": 1, "model": _RunsCode(marker)}, tmp_path / "evil" / "training_state.pt")
+    torch.save({"epoch": 1, "model": payload}, tmp_path / "evil" / "training_state.pt")
     assert cli_main(TREE, TINY + ["--dir_save", str(tmp_path), "--load", "evil"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "refused" in err and "nothing in it was run" in err

@@ -1,6 +1,5 @@
 """Atomic writes, refusal of checkpoints that carry code, and RNG state round trips."""
 
-import os
 import random
 
 import numpy as np
@@ -31,18 +30,10 @@ def test_a_failure_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model_latest.pt"]  # no temporary file left behind
 
 
-class _RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path):
-    marker = tmp_path / "marker"
+def test_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, code_payload):
+    payload, marker = code_payload
     path = tmp_path / "evil.pt"
-    torch.save({"model": _RunsCode(marker)}, path)
+    torch.save({"model": payload}, path)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert not marker.exists()

@@ -1,14 +1,17 @@
 """Option parsing: official names and per-tree defaults, templates, post-processing, validation errors."""
 
 import csv
+import json
 import shlex
 
 import pytest
 
+from filter_basis.engine import cli_main
 from filter_basis.engine.options import REPO_ROOT
 from filter_basis.engine.templates import TemplateTable
 from filter_basis.errors import OptionError, UserError
 from image_classification import option as cls_option
+from image_classification.main import TREE as CLS_TREE
 from super_resolution import option as sr_option
 
 PARSERS = {"image_classification": cls_option, "super_resolution": sr_option}
@@ -143,6 +146,9 @@ def test_bad_values_are_one_line_option_errors(module, argv, needle):
     assert needle in message and "\n" not in message
 
 
-def test_summary_ignores_missing_checkpoint_files():
-    args = cls_option.parse_args(["--summary", "--pretrained", "/no/such/file.pt"])
+def test_summary_ignores_missing_checkpoint_files(capsys):
+    argv = ["--summary", "--pretrained", "/no/such/file.pt", "--model", "ResNet", "--depth", "8"]
+    args = cls_option.parse_args(argv)
     assert args.summary
+    assert cli_main(CLS_TREE, argv) == 0  # the summary runs without reading the file
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == "ResNet"

@@ -174,16 +174,24 @@ class _Compressed(nn.Module):
         self.block = BasisConv2d(8, 8, 3, basis_size=4, n_basis=2)
 
 
-def _fake_tree(baseline_in_channels):
-    return SimpleNamespace(baseline_name=lambda args: "Dense",
-                           build_model=lambda args: _Dense(baseline_in_channels),
+def _fake_tree(baseline_in_channels, built=None):
+    """A tree whose baseline is a _Dense; each baseline it builds is appended to ``built``."""
+    def build_model(args):
+        baseline = _Dense(baseline_in_channels)
+        if built is not None:
+            built.append(baseline)
+        return baseline
+
+    return SimpleNamespace(baseline_name=lambda args: "Dense", build_model=build_model,
                            load_pretrained=lambda model, path, args: None)
 
 
 def test_a_block_of_the_baseline_pairs_through_its_single_conv():
     args = SimpleNamespace(model="Compressed", pre_train_optim="x.pt")
-    reference = dense_reference(_fake_tree(8), args, _Compressed())
+    built = []
+    reference = dense_reference(_fake_tree(8, built), args, _Compressed())
     assert list(reference) == ["block"] and reference["block"].shape == (8, 8, 3, 3)
+    assert len(built) == 1 and torch.equal(reference["block"], built[0].block[0].weight)
 
 
 def test_a_basis_layer_without_a_dense_counterpart_of_its_shape_is_named():

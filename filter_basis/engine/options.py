@@ -159,7 +159,7 @@ def str2bool(args: argparse.Namespace) -> None:
 
 
 def is_given(path: Optional[str]) -> bool:
-    """Whether a path option was set ('' and '.' are the official trees' "not given")."""
+    """Whether a path (or --template) option was set ('' and '.' are the official trees' "not given")."""
     return path not in NO_PATH and path is not None
 
 

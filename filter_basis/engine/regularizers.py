@@ -10,7 +10,6 @@ BasisConv2d).  The official code could not run this option (defect D2); this is 
 from __future__ import annotations
 
 import argparse
-import copy
 
 import torch
 from torch import nn
@@ -18,6 +17,7 @@ from torch import nn
 from ..approx import approximation_loss
 from ..errors import CheckpointError, OptionError
 from ..layers.basis_conv import BasisConv2d
+from .summary import baseline_options
 
 LOSS_NORM = "loss_norm"  # the term's name in the loss log
 
@@ -59,8 +59,7 @@ def dense_reference(tree, args: argparse.Namespace, model: nn.Module) -> dict:
     if not layers:
         raise OptionError(f"--loss_norm: --model {args.model} has no basis layer (BasisConv2d); "
                           f"the regulariser applies to the _Basis models")
-    baseline_args = copy.copy(args)
-    baseline_args.model = tree.baseline_name(args)
+    baseline_args = baseline_options(tree, args)
     with torch.random.fork_rng(devices=[]):  # its initial weights are replaced: leave the run's draws alone
         baseline = tree.build_model(baseline_args)
     try:

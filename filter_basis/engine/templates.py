@@ -7,6 +7,7 @@ from typing import Callable
 
 from ..errors import OptionError
 from ..registry import Registry
+from .options import is_given
 
 Rule = Callable[[argparse.Namespace, str], None]
 
@@ -24,16 +25,13 @@ class TemplateTable:
     def rule(self, key: str) -> Callable[[Rule], Rule]:
         return self._rules.register(key)
 
-    def known(self) -> list:
-        return self._rules.names()
-
     def apply(self, args: argparse.Namespace) -> None:
         template = args.template
-        if template in ("", "."):
+        if not is_given(template):
             return
         matched = [rule for key, rule in self._rules.items() if key in template]
         if not matched:
             raise OptionError(f"unknown --template {template!r}; known (matched as substrings): "
-                              f"{', '.join(self.known())}")
+                              f"{', '.join(self._rules)}")
         for rule in matched:
             rule(args, template)

@@ -76,10 +76,6 @@ class Trainer(abc.ABC):
         """The number the best model is chosen by (see ``higher_is_better``)."""
 
     # ----- helpers for the hooks -----
-    @property
-    def is_main(self) -> bool:
-        return self.env.is_main
-
     def to_device(self, tensor: torch.Tensor, cast: bool = True) -> torch.Tensor:
         return self.runtime.to_device(tensor, cast)
 
@@ -189,10 +185,11 @@ class Trainer(abc.ABC):
             self.best = {"epoch": self.epoch, "score": score}
         self.log(self._describe(self.epoch, metrics))
         rng = gather_objects(self.env, rng_state())
+        weights = self.model.state_dict()
         self.experiment.record({"epoch": self.epoch, "metrics": metrics, **stats})
-        self.experiment.save_models(self.model.state_dict(), self.epoch, improved, self.args.save_models)
+        self.experiment.save_models(weights, self.epoch, improved, self.args.save_models)
         self.experiment.save_state({
-            "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
             "error_last": self.error_last, "rng": rng,
         })
