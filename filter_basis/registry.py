@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Dict, Generic, Iterator, TypeVar
 
 from .errors import UserError
 
@@ -53,4 +53,14 @@ class Registry(Generic[T]):
         return self._items.items()
 
 
-Builder = Callable[..., object]
+# Compressed models are named <baseline>_<method> in both trees (ResNet_Basis, EDSR_Factor, VGG_Group).
+COMPRESSION_SUFFIXES = ("_Basis", "_Factor", "_Group")
+
+
+def uncompressed_name(models: Registry, name: str) -> str:
+    """The registered uncompressed model ``name`` is compared with (ResNet_Basis -> ResNet); a baseline
+    maps to itself.  Unknown names fail with the list of known ones."""
+    models.get(name)
+    baseline = next((name[: -len(s)] for s in COMPRESSION_SUFFIXES if name.endswith(s)), name)
+    models.get(baseline)  # a compressed model always has its baseline registered beside it
+    return baseline

@@ -14,16 +14,23 @@ from filter_basis.engine.options import nonnegative_int, positive_float, positiv
 
 from . import template
 
-# Official classification defaults of the options both trees share, where they differ from the SR tree.
+# The option naming the weights to load (the official trees named it differently).
+PRETRAINED_OPTION = "pretrained"
+
+# Official classification defaults of the shared options whose defaults differ between the trees.
 TREE_DEFAULTS = {
     "template": "", "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE", "batch_size": 128,
-    "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "",
+    "lr": 0.1, "weight_decay": 1e-4, "load": "",
     # a file on the authors' machine: --loss_norm asks for a usable --pre_train_optim
     "pre_train_optim": "/home/yawli/projects/clustering-kernels/models/vgg16-89711a85.pt",
 }
 
 # Official options that only served other experiments (clustering kernels, model comparison, ...).
+# --n_colors, --act, --in_channels: the CIFAR models here, like the official ones, hard-wire RGB input,
+# ReLU and their stage widths; --unique_basis, --basis_size_str, --n_basis_str: unused variants.
 IGNORED = [
+    ("--n_colors", int, 3), ("--act", str, "relu"), ("--in_channels", int, 64),
+    ("--unique_basis", bool, False), ("--basis_size_str", str, ""), ("--n_basis_str", str, ""),
     ("--base", str, ""), ("--base_p", str, ""), ("--extend", str, ""), ("--compare", str, ""),
     ("--multi", str, "full-256"), ("--n_init", int, 1), ("--max_iter", int, 4500), ("--symmetry", str, "i"),
     ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"), ("--n_bits", int, 16),
@@ -41,7 +48,6 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--data_test", default="CIFAR10", help="test set (same names)")
     data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
     data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")
-    data.add_argument("--n_colors", type=positive_int, default=3, help="input channels")
     data.add_argument("--no_flip", action="store_true", help="no random horizontal flip in training")
     data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10), help="ImageNet test crops")
     data.add_argument("--download", action="store_true", help="download CIFAR into --dir_data if missing")
@@ -50,9 +56,7 @@ def build_parser() -> engine_options.OptionParser:
     model.add_argument("--model", default="DenseNet", help="network name (see --model list in the README)")
     model.add_argument("--pretrained", default="", help="weights to load (ours or the official layout)")
     model.add_argument("--vgg_type", default="16", help="VGG configuration")
-    model.add_argument("--act", default="relu", help="activation")
     model.add_argument("--depth", type=positive_int, default=100, help="network depth")
-    model.add_argument("--in_channels", type=positive_int, default=64, help="width of the first stage")
     model.add_argument("--k", type=positive_int, default=12, help="DenseNet growth rate")
     model.add_argument("--reduction", type=positive_float, default=1, help="DenseNet transition compression")
     model.add_argument("--bottleneck", action="store_true", help="DenseNet-BC / ResNet bottleneck blocks")
@@ -75,11 +79,8 @@ def build_parser() -> engine_options.OptionParser:
                             help=f"ResNet_Basis stage {stage} basis filters")
     method.add_argument("--vgg_decom_type", default="all", choices=("all", "select"),
                         help="VGG_Basis: decompose all layers or a selection")
-    method.add_argument("--basis_size_str", default="", help="VGG_Basis: per-layer basis sizes")
-    method.add_argument("--n_basis_str", default="", help="VGG_Basis: per-layer basis filters")
     method.add_argument("--basis_size", type=positive_int, default=128, help="basis size")
     method.add_argument("--n_basis", type=positive_int, default=128, help="basis filters")
-    method.add_argument("--unique_basis", action="store_true", help="one basis for the whole network")
 
     parser.add_argument("--linear", type=positive_int, default=1,
                         help="scale batch and lr by L with a 5-epoch warm-up (linear scaling rule)")
@@ -94,7 +95,7 @@ def _validate(args: argparse.Namespace) -> None:
     from .model import MODELS
 
     engine_options.check_tree_names(args, models=MODELS, train_sets=DATASETS, test_sets=DATASETS,
-                                    loss_types=LOSS_TYPES, pretrained_option="pretrained")
+                                    loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -15,14 +15,19 @@ from filter_basis.errors import OptionError
 
 from . import template
 
-# Official SR defaults of the options both trees share, where they differ from the classification tree.
+# The option naming the weights to load (the official trees named it differently).
+PRETRAINED_OPTION = "pre_train"
+
+# Official SR defaults of the shared options whose defaults differ between the trees.
 TREE_DEFAULTS = {
     "template": ".", "optimizer": "ADAM", "resume": 0, "test_every": 2000, "loss": "1*L1", "batch_size": 16,
-    "lr": 1e-4, "weight_decay": 0, "epochs": 300, "load": ".",
+    "lr": 1e-4, "weight_decay": 0, "load": ".", "pre_train_optim": ".",
 }
 
 # Official options that only served other experiments (other networks, clustering, demo folders, ...).
+# --act and --shift_mean: the official EDSR/SRResNet classes hard-wire ReLU/PReLU and the mean shift.
 IGNORED = [
+    ("--act", str, "relu"), ("--shift_mean", str, True),
     ("--dir_demo", str, "../test"), ("--benchmark_noise", bool, False), ("--extend", str, "."),
     ("--res_act", str, "SIGMOID"), ("--reg_anchor", int, 16), ("--reg_out", int, 16),
     ("--submodel", str, "carn"), ("--norm_type", str, "groupnorm"), ("--n_groups", int, 4),
@@ -56,12 +61,10 @@ def build_parser() -> engine_options.OptionParser:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="EDSR", help="network name")
-    model.add_argument("--act", default="relu", help="activation")
     model.add_argument("--pre_train", default=".", help="weights to load (ours or the official layout)")
     model.add_argument("--n_resblocks", type=positive_int, default=5, help="residual blocks")
     model.add_argument("--n_feats", type=positive_int, default=64, help="feature channels")
     model.add_argument("--res_scale", type=positive_float, default=1, help="residual scaling")
-    model.add_argument("--shift_mean", default=True, help="subtract/add the DIV2K mean (True/False)")
     model.add_argument("--print_model", action="store_true", help="write the network to the log")
 
     method = parser.add_argument_group("compression (basis, factor, group)")
@@ -93,7 +96,7 @@ def _postprocess(args: argparse.Namespace) -> None:
     if not args.scale or any(s < 1 for s in args.scale):
         raise OptionError(f"--scale {text!r} is not accepted; expected integers >= 1 joined by '+', "
                           f"e.g. 4 or 2+3")
-    if not isinstance(args.shift_mean, bool):
+    if not isinstance(args.shift_mean, bool):  # ignored, but only the official values are accepted
         raise OptionError(f"--shift_mean {args.shift_mean!r} is not accepted; expected True or False")
 
 
@@ -103,7 +106,7 @@ def _validate(args: argparse.Namespace) -> None:
     from .model import MODELS
 
     engine_options.check_tree_names(args, models=MODELS, train_sets=TRAIN_SETS, test_sets=TEST_SETS,
-                                    loss_types=LOSS_TYPES, pretrained_option="pre_train")
+                                    loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

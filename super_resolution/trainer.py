@@ -9,7 +9,6 @@ quantised to 8 bits before any metric, as the published numbers were measured.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import imageio.v3 as iio
 import torch
@@ -53,7 +52,7 @@ class Trainer(engine.Trainer):
 
     def save_image(self, sr: torch.Tensor, set_name: str, name: str) -> None:
         """``<experiment>/results/<set>_x<s>/<name>_SR.png`` (every process writes its own images)."""
-        folder = Path(self.experiment.dir) / "results" / self.metric_key(set_name)
+        folder = self.experiment.dir / "results" / self.metric_key(set_name)
         folder.mkdir(parents=True, exist_ok=True)
         pixels = sr.mul(255 / self.args.rgb_range).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
         iio.imwrite(folder / f"{name}_SR.png", pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)

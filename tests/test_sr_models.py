@@ -190,24 +190,16 @@ def test_checkpoints_that_do_not_fit_are_refused_with_the_first_bad_key(tmp_path
         load_pretrained(build_model(args), path, args)
 
 
-def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path):
+def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, code_payload):
     path = tmp_path / "evil.pt"
-    marker = tmp_path / "ran"
-    torch.save({"weight": _RunsCode(str(marker))}, path)
+    payload, marker = code_payload
+    torch.save({"weight": payload}, path)
     args = _args("--model EDSR --scale 2 --n_resblocks 1 --n_feats 8")
     with pytest.raises(CheckpointError, match="is refused.*nothing in it was run"):
         load_pretrained(build_model(args), path, args)
     assert not marker.exists()
     with pytest.raises(CheckpointError, match="no such file"):
         load_pretrained(build_model(args), tmp_path / "nothing.pt", args)
-
-
-class _RunsCode:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
 
 
 def test_srresnet_ignores_res_scale():

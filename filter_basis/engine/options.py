@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import OptionError
 from .distributed import launched_processes
-from .losses import check_loss_string, parse_loss_string
+from .losses import check_loss_string
 from .optim import Schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -60,18 +60,20 @@ def _betas(text):
 
 betas_pair = _checked("two numbers in [0, 1) such as 0.9,0.999", _betas, lambda v: all(0 <= b < 1 for b in v))
 
-COMMON_DEFAULTS = {
-    "template": "", "n_threads": 6, "optimizer": "SGD", "resume": -1, "test_every": 1000, "loss": "1*CE",
-    "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4, "epochs": 300, "load": "", "print_every": 100,
-    "pre_train_optim": ".",
-}
+# Defaults the two official trees agree on; TREE_OPTIONS are the shared options whose official default
+# differs between the trees, so each tree's option.py must give them (DESIGN.md contract 1).
+COMMON_DEFAULTS = {"n_threads": 6, "epochs": 300, "print_every": 100}
+TREE_OPTIONS = ("template", "optimizer", "resume", "test_every", "loss", "batch_size", "lr", "weight_decay",
+                "load", "pre_train_optim")
 
 
 def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     """The options of both official trees (hardware, data/save folders, optimisation, logging, precision)."""
-    unknown = set(tree_defaults) - set(COMMON_DEFAULTS)
-    if unknown:
-        raise KeyError(f"no shared option for tree defaults {sorted(unknown)}")
+    missing = set(TREE_OPTIONS) - set(tree_defaults)
+    unknown = set(tree_defaults) - set(TREE_OPTIONS)
+    if missing or unknown:
+        raise KeyError(f"tree defaults must give exactly {sorted(TREE_OPTIONS)}; missing {sorted(missing)}, "
+                       f"unknown {sorted(unknown)}")
     d = {**COMMON_DEFAULTS, **tree_defaults}
     add = parser.add_argument
 
@@ -138,7 +140,7 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
 
 
 def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:
-    """Official options that served other experiments: accepted, ignored, noted on stderr when set.
+    """Official options that served other experiments or were hard-wired: accepted, ignored, noted on stderr.
 
     Each spec is ``(flag, type, default)``; ``type`` ``bool`` makes a store_true flag.
     """
@@ -164,7 +166,7 @@ def is_given(path: Optional[str]) -> bool:
 
 
 def _validate_common(args: argparse.Namespace) -> None:
-    parse_loss_string(args.loss)
+    # --loss is checked with the tree's loss types in check_tree_names
     Schedule.from_args(args)
     if args.precision == "half" and args.amp != "none":
         raise OptionError(f"--amp {args.amp} cannot be combined with --precision half; use one of them")
@@ -194,13 +196,18 @@ def check_file(args: argparse.Namespace, option: str) -> None:
         raise OptionError(f"--{option} {path!r}: no such file")
 
 
+def test_set_names(args: argparse.Namespace) -> list:
+    """``--data_test Set5+Set14`` -> ``["Set5", "Set14"]`` (several test sets joined by '+')."""
+    return args.data_test.split("+")
+
+
 def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets, loss_types,
                      pretrained_option: str) -> None:
     """What every tree validates the same way: --model, --data_train and each '+'-joined --data_test
     name resolve in the tree's registries, --loss uses its loss types, the pretrained file exists."""
     models.get(args.model)
     train_sets.get(args.data_train)
-    for name in args.data_test.split("+"):
+    for name in test_set_names(args):
         test_sets.get(name)
     check_loss_string(args.loss, loss_types)
     check_file(args, pretrained_option)
@@ -213,7 +220,7 @@ def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
     args = parser.parse_args(argv)
     for name, default in parser.ignored:
         if getattr(args, name) != default:
-            print(f"note: --{name} served other experiments of the official code and is ignored",
+            print(f"note: --{name} is accepted for compatibility with the official scripts and ignored",
                   file=sys.stderr)
     templates(args)
     str2bool(args)

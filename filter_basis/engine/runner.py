@@ -81,7 +81,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         tree.load_pretrained(model, pretrained, args)
     runtime.prepare(model)
     loss = build_loss(args.loss, tree.loss_types, args)
-    if args.loss_norm:
+    if args.loss_norm and not args.test_only:  # a training regulariser: nothing to build for a test run
         loss.add_term(1.0, LOSS_NORM, build_loss_norm(tree, args, model))
     test_loaders = {name: _loader(dataset, tree.test_batch_size(args), ShardSampler(len(dataset), env),
                                   args, runtime)

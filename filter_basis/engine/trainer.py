@@ -130,9 +130,9 @@ class Trainer(abc.ABC):
             else:
                 nonfinite = 0
                 self._step(loss)
-                meter.add("total", loss.detach() * n, n)
+                meter.add("total", loss.detach().double() * n, n)  # no float16 sums (--precision half)
                 for name, term in self.loss.last.items():
-                    meter.add(name, term * n, n)
+                    meter.add(name, term.double() * n, n)
                 if self.show_bars:
                     bar.set_postfix(loss=f"{value:.4g}", refresh=False)
                 if i % self.args.print_every == 0:

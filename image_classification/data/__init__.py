@@ -12,6 +12,7 @@ from typing import Callable, Dict
 
 from torch.utils.data import Dataset, Subset
 
+from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
@@ -83,4 +84,4 @@ def build_train_set(args) -> Dataset:
 
 def build_test_sets(args) -> Dict[str, Dataset]:
     """The test split of every ``+``-separated name in ``--data_test``, keyed by name."""
-    return {name: _build(name, args, train=False) for name in args.data_test.split("+")}
+    return {name: _build(name, args, train=False) for name in test_set_names(args)}

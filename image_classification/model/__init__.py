@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Tuple
 from torch import nn
 
 from filter_basis.errors import OptionError
-from filter_basis.registry import Registry
+from filter_basis.registry import Registry, uncompressed_name
 
 from . import densenet, resnet, vgg
 from .checkpoint import load_checkpoint
@@ -34,9 +34,6 @@ MODELS.register("DenseNet_Group", densenet.build_densenet_group)
 OFFICIAL_KEYS: Dict[str, List[Tuple[str, str]]] = {**vgg.OFFICIAL_KEYS, **resnet.OFFICIAL_KEYS,
                                                    **densenet.OFFICIAL_KEYS}
 
-COMPRESSION_SUFFIXES = ("_Basis", "_Factor", "_Group")
-
-
 def build_model(args) -> nn.Module:
     """The ``--model`` network for ``args``; OptionError for options it cannot be built with."""
     builder = MODELS.get(args.model)
@@ -48,11 +45,7 @@ def build_model(args) -> nn.Module:
 
 def baseline_name(args) -> str:
     """The uncompressed model the ``--model`` network is compared with (ResNet_Basis -> ResNet)."""
-    MODELS.get(args.model)
-    for suffix in COMPRESSION_SUFFIXES:
-        if args.model.endswith(suffix):
-            return args.model[: -len(suffix)]
-    return args.model
+    return uncompressed_name(MODELS, args.model)
 
 
 def summary_input_size(args) -> tuple:

@@ -11,6 +11,7 @@ from typing import Dict
 
 from torch.utils.data import Dataset
 
+from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
@@ -56,11 +57,6 @@ def build_train_set(args) -> Dataset:
                            repeat=epoch_repeat(len(pairs), args.batch_size, args.test_every))
 
 
-def test_set_names(args) -> list:
-    """``--data_test Set5+Set14`` -> ["Set5", "Set14"]."""
-    return args.data_test.split("+")
-
-
 def build_test_sets(args) -> Dict[str, Dataset]:
     _check_ext(args)
     return {name: WholeImages(TEST_SETS.get(name)(args), scale=args.scale[0], n_colors=args.n_colors,
@@ -68,4 +64,4 @@ def build_test_sets(args) -> Dict[str, Dataset]:
             for name in test_set_names(args)}
 
 
-__all__ = ["TRAIN_SETS", "TEST_SETS", "build_train_set", "build_test_sets", "test_set_names", "epoch_repeat"]
+__all__ = ["TRAIN_SETS", "TEST_SETS", "build_train_set", "build_test_sets", "epoch_repeat"]

@@ -8,11 +8,12 @@ rewrites them); where the data folder is read-only the PNGs are decoded on every
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from filter_basis.engine.checkpoint import write_atomic
 
 from .bicubic import LRSource
 from .images import read_image
@@ -30,12 +31,9 @@ def build_cache(images: Sequence[LRSource], reset: bool) -> bool:
     if todo:
         log.info("decoding %d training images into .npy files", len(todo))
     try:
-        for image in todo:
-            target = decoded_path(image)
-            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            with open(partial, "wb") as f:
-                np.save(f, read_image(image))
-            os.replace(partial, target)
+        for image in todo:  # atomic: a run killed mid-write leaves no half-written .npy behind
+            array = read_image(image)
+            write_atomic(decoded_path(image), lambda f, a=array: np.save(f, a))
     except OSError:
         return False
     return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from filter_basis.errors import OptionError
-from filter_basis.registry import Registry
+from filter_basis.registry import Registry, uncompressed_name
 
 from . import edsr, srresnet
 from .checkpoint import load_pretrained, load_state
@@ -13,18 +13,12 @@ from .official_keys import official_key_map
 
 MODELS: Registry = Registry("model", "--model")
 
-# name, builder, the uncompressed model it is compared with
-_TABLE = (
-    ("EDSR", edsr.build_edsr, "EDSR"),
-    ("EDSR_Basis", edsr.build_edsr_basis, "EDSR"),
-    ("EDSR_Factor", edsr.build_edsr_factor, "EDSR"),
-    ("SRResNet", srresnet.build_srresnet, "SRResNet"),
-    ("SRResNet_Basis", srresnet.build_srresnet_basis, "SRResNet"),
-    ("SRResNet_Factor", srresnet.build_srresnet_factor, "SRResNet"),
-)
-_BASELINES = {name: baseline for name, _, baseline in _TABLE}
-for _name, _builder, _ in _TABLE:
-    MODELS.register(_name, _builder)
+MODELS.register("EDSR", edsr.build_edsr)
+MODELS.register("EDSR_Basis", edsr.build_edsr_basis)
+MODELS.register("EDSR_Factor", edsr.build_edsr_factor)
+MODELS.register("SRResNet", srresnet.build_srresnet)
+MODELS.register("SRResNet_Basis", srresnet.build_srresnet_basis)
+MODELS.register("SRResNet_Factor", srresnet.build_srresnet_factor)
 
 
 def build_model(args) -> nn.Module:
@@ -38,8 +32,8 @@ def build_model(args) -> nn.Module:
 
 
 def baseline_name(args) -> str:
-    MODELS.get(args.model)  # unknown names fail with the list of known ones
-    return _BASELINES[args.model]
+    """The uncompressed model the ``--model`` network is compared with (EDSR_Basis -> EDSR)."""
+    return uncompressed_name(MODELS, args.model)
 
 
 def summary_input_size(args) -> tuple:
