@@ -9,10 +9,9 @@
 # benchmark_cuda.txt / benchmark_cuda.json (python -m filter_basis.benchmark --device cuda) and
 # train_cuda.txt (a short end-to-end training run on the GPU with mixed precision).
 #
-# Only the checkout travels to such a machine: the reference-based CUDA tests (golden vectors) read
-# ./shared/reference when it is there (copy ../shared/reference into it; git-ignored) or
-# $FILTER_BASIS_REFERENCE, and pure-Python wheels missing there (bicubic-pytorch) are taken from ./.whl
-# (git-ignored) into a temporary folder, without any package index.
+# Only the checkout travels to such a machine; the golden vectors are in tests/data/official. Pure-Python
+# wheels missing there (bicubic-pytorch) are taken from ./.whl (git-ignored) into a temporary folder,
+# without any package index.
 set -uo pipefail
 out="${1:?usage: scripts/gpu_check.sh OUTDIR}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
