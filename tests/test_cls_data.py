@@ -25,8 +25,15 @@ def data_args(**overrides):
     return argparse.Namespace(**values)
 
 
-def write_cifar(root, folder, files, label_key, n_per_file, num_classes, seed=0):
-    """A tiny folder in torchvision's CIFAR python format; returns {file: (data, labels)}."""
+def cifar_batch(data, label_key, labels):
+    """One batch as the originals hold it: numpy pixels, a list of int labels, str and bytes entries."""
+    return {"batch_label": "testing batch 1 of 1", label_key: labels, "data": data,
+            "filenames": [f"img_{i}.png".encode() for i in range(len(labels))], "n": np.int64(len(labels))}
+
+
+def write_cifar(root, folder, files, label_key, n_per_file, num_classes, seed=0, protocol=2):
+    """A tiny folder in torchvision's CIFAR python format (pickle protocol 2, as the originals, unless
+    ``protocol`` says otherwise); returns {file: (data, labels)}."""
     rng = np.random.default_rng(seed)
     (root / folder).mkdir(parents=True)
     written = {}
@@ -34,7 +41,7 @@ def write_cifar(root, folder, files, label_key, n_per_file, num_classes, seed=0)
         data = rng.integers(0, 256, (n_per_file, 3072), dtype=np.uint8)
         labels = rng.integers(0, num_classes, n_per_file).tolist()
         with open(root / folder / name, "wb") as f:
-            pickle.dump({"data": data, label_key: labels, "filenames": []}, f)
+            pickle.dump(cifar_batch(data, label_key, labels), f, protocol=protocol)
         written[name] = (data, labels)
     return written
 
@@ -147,23 +154,120 @@ def test_missing_cifar_folder_is_a_data_error(tmp_path):
         build_train_set(args)
 
 
-def test_download_only_with_the_option(tmp_path, monkeypatch):
-    """--download hands the folder to torchvision's downloader (replaced here: no network), then reads it."""
+@pytest.fixture
+def cifar10_archive(tmp_path, monkeypatch):
+    """A CIFAR-10 tarball written by the test and served over HTTP from 127.0.0.1 to torchvision's real
+    download code (its URL and MD5 patched in; no network); yields the files it holds."""
+    import functools
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+
     import torchvision.datasets
 
-    calls = []
+    source = tmp_path / "source"
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    written = write_cifar(source, "cifar-10-batches-py", files, "labels", 2, 10)
+    served = tmp_path / "served"
+    served.mkdir()
+    archive = served / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url",
+                        f"http://127.0.0.1:{server.server_address[1]}/{archive.name}")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", md5)
+    yield written
+    server.shutdown()
+    server.server_close()
+    thread.join()
 
-    def fake_cifar10(root, train, download):
-        calls.append((root, download))
-        files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-        write_cifar(tmp_path, "cifar-10-batches-py", files, "labels", 2, 10)
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", fake_cifar10)
-    with pytest.raises(DataError):
-        build_train_set(data_args(data_train="CIFAR10", dir_data=str(tmp_path)))
-    assert calls == []
-    assert len(build_train_set(data_args(data_train="CIFAR10", dir_data=str(tmp_path), download=True))) == 10
-    assert calls == [(str(tmp_path), True)]
+def test_download_fetches_checks_and_unpacks_the_archive_only_with_the_option(tmp_path, cifar10_archive):
+    """--download runs torchvision's download code on the archive (served from 127.0.0.1 here), checks
+    its MD5, and the unpacked folder is read; without --download nothing is fetched."""
+    written = cifar10_archive
+    dir_data = tmp_path / "data"
+    with pytest.raises(DataError, match="add --download"):
+        build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data)))
+    assert not dir_data.exists()
+    train = build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data), download=True))
+    assert len(train) == 10 and train.labels.tolist() == sum((written[f"data_batch_{i}"][1]
+                                                              for i in range(1, 6)), [])
+    assert sorted(p.name for p in dir_data.iterdir()) == ["cifar-10-batches-py"]  # no staging left behind
+
+
+def test_download_refuses_an_archive_with_the_wrong_md5_and_writes_nothing(tmp_path, monkeypatch,
+                                                                           cifar10_archive):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "tgz_md5", "0" * 32)
+    dir_data = tmp_path / "data"
+    with pytest.raises(DataError, match="does not match its MD5"):
+        build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data), download=True))
+    assert list(dir_data.iterdir()) == []
+
+
+def test_download_leaves_an_existing_folder_as_it_is(tmp_path, cifar10_archive):
+    """A folder already there (here a 3-image subset) is read, never re-fetched or overwritten."""
+    dir_data = tmp_path / "data"
+    files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    subset = write_cifar(dir_data, "cifar-10-batches-py", files, "labels", 3, 10, seed=7)
+    before = {p.name: p.read_bytes() for p in (dir_data / "cifar-10-batches-py").iterdir()}
+    train = build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data), download=True))
+    assert len(train) == 15 and train.labels.tolist()[:3] == subset["data_batch_1"][1]
+    assert {p.name: p.read_bytes() for p in (dir_data / "cifar-10-batches-py").iterdir()} == before
+
+
+def test_a_cifar_batch_carrying_code_is_refused_and_nothing_in_it_runs(tmp_path, code_payload):
+    payload, marker = code_payload
+    write_cifar(tmp_path, "cifar-10-batches-py", ["test_batch"], "labels", 2, 10)
+    batch = cifar_batch(np.zeros((2, 3072), dtype=np.uint8), "labels", [0, 1])
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({**batch, "filenames": [payload, b"b.png"]}, f, protocol=2)
+    with pytest.raises(DataError, match=r"test_batch is refused: it names (posix|os)\.system.*nothing in it "
+                                        r"was run"):
+        build_test_sets(data_args(data_test="CIFAR10", dir_data=str(tmp_path)))
+    assert not marker.exists()
+
+
+def test_a_cifar_batch_carrying_code_stops_the_command_line_with_exit_2(tmp_path, capsys, code_payload):
+    from image_classification.main import main
+
+    payload, marker = code_payload
+    write_cifar(tmp_path, "cifar-10-batches-py", ["test_batch"], "labels", 2, 10)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump(payload, f, protocol=2)
+    argv = ["--model", "ResNet", "--depth", "8", "--data_test", "CIFAR10", "--test_only", "--cpu",
+            "--n_threads", "0", "--dir_data", str(tmp_path), "--dir_save", str(tmp_path / "experiment"),
+            "--save", "refused"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "test_batch is refused" in err[0]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("variant", ["protocol 2, numpy 2 names", "protocol 2, numpy 1 names",
+                                     "protocol 5"])
+def test_real_format_batches_load_under_numpy_1_and_2_names(tmp_path, variant):
+    """Batches pickled as the originals were (protocol 2; numpy 1 wrote ``numpy.core.multiarray``, numpy 2
+    writes ``numpy._core.multiarray``) and as a newer writer would (protocol 5) all load."""
+    data = np.random.default_rng(3).integers(0, 256, (3, 3072), dtype=np.uint8)
+    blob = pickle.dumps(cifar_batch(data, "labels", [4, 0, 9]), protocol=5 if variant == "protocol 5" else 2)
+    if variant == "protocol 2, numpy 1 names":
+        assert b"numpy._core.multiarray" in blob
+        blob = blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    write_cifar(tmp_path, "cifar-10-batches-py", [], "labels", 0, 10)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(blob)
+    test = build_test_sets(data_args(data_test="CIFAR10", dir_data=str(tmp_path)))["CIFAR10"]
+    assert torch.equal(test.images, torch.as_tensor(data).view(3, 3, 32, 32))
+    assert test.labels.tolist() == [4, 0, 9]
 
 
 def test_missing_cifar_file_is_named(tmp_path):

@@ -23,12 +23,32 @@ from torch import nn
 from ..errors import CheckpointError
 
 
+def current_umask() -> int:
+    """The process umask (read back at once: ``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` with the permissions of an ordinary folder (0777 & ~umask, not 0700), for
+    staging folders that are renamed into place and must then be as readable as ``mkdir``'s."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
 def write_atomic(path, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file in the destination folder, fsync it, then rename it."""
+    """Call ``write(file)`` on a temporary file in the destination folder, fsync it, then rename it.
+
+    The file gets the permissions of an ordinary new file (0666 & ~umask), not mkstemp's 0600, so a
+    shared experiment or dataset folder stays readable by the group as the umask allows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
