@@ -1,5 +1,8 @@
 """SR datasets: folder layouts, bicubic LR generation, test crops, training patches (architectures.md 5.4)."""
 
+import errno
+import os
+import stat
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -91,9 +94,9 @@ def test_read_only_data_keeps_the_lr_images_in_memory(tmp_path, rng, monkeypatch
     hr_dir = _benchmark(tmp_path, "Set5", {"head": hr})
 
     def refuse(*args, **kwargs):
-        raise PermissionError("read-only")
+        raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(bicubic.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(bicubic, "make_temp_dir", refuse)
     lr, _, _ = data.build_test_sets(_args(tmp_path))["Set5"][0]
     assert lr.shape == (3, 10, 10) and not (hr_dir.parent / "LR_bicubic" / "X2").exists()
     assert torch.equal(lr, torch.from_numpy(bicubic.downscale(hr, 2).transpose(2, 0, 1).copy()).float())
@@ -206,21 +209,74 @@ def test_noise_is_added_to_the_training_lr_only(tmp_path, rng):
     assert abs(shot.astype(float).mean() - 128) < 1.0  # de-meaned noise added, not the noisy image
 
 
-def test_div2ksub_pairs_sub_images_by_sorted_order(tmp_path, rng):
-    hr_dir = tmp_path / "super_resolution" / "DIV2K" / "GT_sub"
-    lr_dir = hr_dir.parent / "GT_sub_bicLRx4"
+def _div2k_sub(root, hr_names, lr_names, scale=4, lr_size=6, hr_size=None):
+    """A DIV2KSUB folder pair (official layout): HR = LR upsampled by pixel repetition unless ``hr_size``."""
+    rng = np.random.default_rng(1)
+    hr_dir = root / "super_resolution" / "DIV2K" / "GT_sub"
+    lr_dir = hr_dir.parent / f"GT_sub_bicLRx{scale}"
     hr_dir.mkdir(parents=True)
     lr_dir.mkdir()
-    for name in ("0001_s002", "0001_s001", "0002_s001"):
-        lr = _random_image(rng, 6, 6)
-        iio.imwrite(lr_dir / f"{name}.png", lr)
-        iio.imwrite(hr_dir / f"{name}.png", np.kron(lr, np.ones((4, 4, 1), dtype=np.uint8)))
-    train_set = data.build_train_set(_args(tmp_path, data_train="DIV2KSUB", n_train=2, scale=[4],
-                                           patch_size=16, batch_size=2, test_every=1))
+    for name in lr_names:
+        iio.imwrite(lr_dir / f"{name}.png", _random_image(rng, lr_size, lr_size))
+    for name in hr_names:
+        size = hr_size or lr_size * scale
+        iio.imwrite(hr_dir / f"{name}.png", _random_image(rng, size, size))
+    return hr_dir, lr_dir
+
+
+def _div2k_sub_args(root, n_train, scale=4):
+    return _args(root, data_train="DIV2KSUB", n_train=n_train, scale=[scale], patch_size=4 * scale,
+                 batch_size=2, test_every=1)
+
+
+@pytest.mark.parametrize("suffix", ["", "x4"])
+def test_div2ksub_pairs_sub_images_by_name_with_or_without_the_scale_suffix(tmp_path, suffix):
+    names = ["0001_s002", "0001_s001", "0002_s001"]
+    _div2k_sub(tmp_path, names, [n + suffix for n in reversed(names)])
+    train_set = data.build_train_set(_div2k_sub_args(tmp_path, n_train=2))
     assert [p[0] for p in train_set.pairs] == ["0001_s001", "0001_s002"]
-    assert all(p[2].name == p[1].name for p in train_set.pairs)
+    assert [p[2].name for p in train_set.pairs] == [f"0001_s001{suffix}.png", f"0001_s002{suffix}.png"]
     with pytest.raises(DataError, match="fewer than --n_train 4"):
-        data.build_train_set(_args(tmp_path, data_train="DIV2KSUB", n_train=4, scale=[4]))
+        data.build_train_set(_div2k_sub_args(tmp_path, n_train=4))
+
+
+def test_div2ksub_refuses_sub_images_whose_names_do_not_match(tmp_path):
+    """Four HR and four LR files: equal counts, but not one name in common (they trained silently)."""
+    _div2k_sub(tmp_path, [f"0000_s00{i}" for i in range(1, 5)], [f"0007_s00{i}" for i in range(6, 10)])
+    with pytest.raises(DataError, match=r"GT_sub/0000_s001\.png has no single LR partner .*GT_sub_bicLRx4: "
+                                        r"expected 0000_s001<ext> or 0000_s001x4<ext>, found neither"):
+        data.build_train_set(_div2k_sub_args(tmp_path, n_train=4))
+
+
+def test_div2ksub_refuses_an_lr_image_without_hr_and_a_doubled_partner(tmp_path):
+    hr_dir, lr_dir = _div2k_sub(tmp_path, ["a", "b"], ["a", "b", "c"])
+    with pytest.raises(DataError, match=r"GT_sub_bicLRx4/c\.png has no HR partner \(1 unpaired"):
+        data.build_train_set(_div2k_sub_args(tmp_path, n_train=1))  # the whole folder is checked
+    (lr_dir / "c.png").rename(lr_dir / "ax4.png")
+    with pytest.raises(DataError, match=r"GT_sub/a\.png has no single LR partner .*found both a\.png and "
+                                        r"ax4\.png"):
+        data.build_train_set(_div2k_sub_args(tmp_path, n_train=1))
+
+
+def test_div2ksub_refuses_a_pair_whose_hr_is_smaller_than_lr_times_scale(tmp_path):
+    _div2k_sub(tmp_path, ["a"], ["a"], lr_size=6, hr_size=20)  # 20 < 6 x 4
+    with pytest.raises(DataError, match=r"HR image .*GT_sub/a\.png \(20x20\) is smaller than its LR image "
+                                        r".*GT_sub_bicLRx4/a\.png \(6x6\) x4 = 24x24"):
+        data.build_train_set(_div2k_sub_args(tmp_path, n_train=1))
+
+
+def test_div2k_and_benchmark_pairs_whose_hr_is_smaller_than_lr_times_scale_are_refused(tmp_path, rng):
+    """Refused when the data set is built, before any patch or test image is cut from it."""
+    _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
+    iio.imwrite(tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.png", _random_image(rng, 16, 15))
+    with pytest.raises(DataError, match=r"DIV2K_train_HR/0001\.png \(16x15\) is smaller than its LR image "
+                                        r".*0001x2\.png \(8x8\) x2 = 16x16"):
+        data.build_train_set(_args(tmp_path, n_train=1))
+    hr_dir = _benchmark(tmp_path, "Set14", {"comic": _random_image(rng, 40, 41)})
+    (hr_dir.parent / "LR_bicubic" / "X3").mkdir(parents=True)
+    iio.imwrite(hr_dir.parent / "LR_bicubic" / "X3" / "comicx3.png", _random_image(rng, 14, 13))
+    with pytest.raises(DataError, match=r"comic\.png \(40x41\) is smaller than its LR image .*\(14x13\) x3"):
+        data.build_test_sets(_args(tmp_path, data_test="Set14", scale=[3]))
 
 
 def test_the_shipped_greyscale_bridge_of_set14_becomes_three_channels(tmp_path, repo_root):
@@ -234,17 +290,115 @@ def test_the_shipped_greyscale_bridge_of_set14_becomes_three_channels(tmp_path, 
     assert torch.equal(hr[0], hr[1]) and torch.equal(lr[1], lr[2])
 
 
+def _sep_train_set(root, ext="sep"):
+    return data.build_train_set(_args(root, ext=ext, n_train=1, patch_size=16, test_every=1, batch_size=1))
+
+
 def test_ext_sep_decodes_training_images_once_into_npy_files(tmp_path, rng):
     _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
     hr_png = tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.png"
     lr_png = tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png"
-    options = dict(n_train=1, patch_size=16, test_every=1, batch_size=1)
-    data.build_train_set(_args(tmp_path, ext="img", **options))
+    _sep_train_set(tmp_path, ext="img")
     assert not hr_png.with_suffix(".npy").exists()
-    data.build_train_set(_args(tmp_path, ext="sep", **options))
+    _sep_train_set(tmp_path)
     assert np.array_equal(np.load(hr_png.with_suffix(".npy")), iio.imread(hr_png))
-    np.save(lr_png.with_suffix(".npy"), np.zeros((8, 8, 3), dtype=np.uint8))  # a stale cache is used...
-    assert data.build_train_set(_args(tmp_path, ext="sep", **options))[0][0].max() == 0
-    refreshed = data.build_train_set(_args(tmp_path, ext="sep_reset", **options))  # ...until reset
     assert np.array_equal(np.load(lr_png.with_suffix(".npy")), iio.imread(lr_png))
-    assert refreshed[0][0].max() > 0
+    inode = lr_png.with_suffix(".npy").stat().st_ino
+    _sep_train_set(tmp_path)
+    assert lr_png.with_suffix(".npy").stat().st_ino == inode  # current: used as it is
+    _sep_train_set(tmp_path, ext="sep_reset")
+    assert lr_png.with_suffix(".npy").stat().st_ino != inode  # sep_reset rewrites it
+
+
+def test_a_stale_npy_cache_is_rebuilt_when_its_image_changes_size_or_mtime(tmp_path, rng):
+    _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
+    lr_png = tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png"
+    _sep_train_set(tmp_path)
+    before = lr_png.stat()
+    iio.imwrite(lr_png, np.full((8, 8, 3), 7, dtype=np.uint8))  # a new image, smaller file, same mtime
+    os.utime(lr_png, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert lr_png.stat().st_size != before.st_size
+    lr, _ = _sep_train_set(tmp_path)[0]
+    assert torch.equal(lr, torch.full_like(lr, 7.0))  # the new content, not the cache of the old one
+    assert np.array_equal(np.load(lr_png.with_suffix(".npy")), iio.imread(lr_png))
+    inode = lr_png.with_suffix(".npy").stat().st_ino
+    os.utime(lr_png, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # same size, touched
+    _sep_train_set(tmp_path)
+    assert lr_png.with_suffix(".npy").stat().st_ino != inode
+
+
+def test_a_read_only_folder_decodes_on_every_use_and_says_so(tmp_path, rng, monkeypatch, caplog):
+    from super_resolution.data import decoded_cache
+
+    _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(decoded_cache, "write_atomic", read_only)
+    train_set = _sep_train_set(tmp_path)
+    assert train_set.read is not decoded_cache.load_decoded and train_set[0][0].shape == (3, 8, 8)
+    assert "decoding the images on every use" in caplog.text
+
+
+@pytest.mark.parametrize("writer", ["npy cache", "bicubic LR"])
+def test_other_write_failures_of_derived_files_are_reported_not_hidden(tmp_path, rng, monkeypatch, writer):
+    from super_resolution.data import decoded_cache
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if writer == "npy cache":
+        _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
+        monkeypatch.setattr(decoded_cache, "write_atomic", disk_full)
+        with pytest.raises(DataError, match=r"cannot write the decoded training images .*No space left"):
+            _sep_train_set(tmp_path)
+    else:
+        _benchmark(tmp_path, "Set5", {"head": _random_image(rng, 20, 20)})
+        monkeypatch.setattr(bicubic, "write_atomic", disk_full)
+        with pytest.raises(DataError, match=r"cannot write the bicubic LR images to .*X2: .*No space left"):
+            data.build_test_sets(_args(tmp_path))
+        assert not (tmp_path / "benchmark" / "Set5" / "LR_bicubic" / "X2").exists()
+
+
+def test_generated_lr_images_are_remade_when_their_hr_image_changes_or_is_added(tmp_path, rng):
+    hr_dir = _benchmark(tmp_path, "Set5", {"baby": _random_image(rng, 20, 20)})
+    lr_file = hr_dir.parent / "LR_bicubic" / "X2" / "babyx2.png"
+    data.build_test_sets(_args(tmp_path))
+    new_hr = np.full((20, 22, 3), 200, dtype=np.uint8)
+    before = (hr_dir / "baby.png").stat()
+    iio.imwrite(hr_dir / "baby.png", new_hr)
+    os.utime(hr_dir / "baby.png", ns=(before.st_atime_ns, before.st_mtime_ns))  # only the size tells
+    iio.imwrite(hr_dir / "bird.png", _random_image(rng, 12, 12))
+    test_set = data.build_test_sets(_args(tmp_path))["Set5"]
+    expected = bicubic.downscale(new_hr, 2)
+    assert np.array_equal(iio.imread(lr_file), expected)
+    assert torch.equal(test_set[0][0], torch.from_numpy(expected.transpose(2, 0, 1).copy()).float())
+    assert (lr_file.parent / "birdx2.png").is_file() and test_set[1][0].shape == (3, 6, 6)
+
+
+def test_supplied_lr_images_are_only_read_even_when_hr_changes(tmp_path, rng):
+    hr_dir = _benchmark(tmp_path, "Set14", {"comic": _random_image(rng, 26, 26)})
+    lr_dir = hr_dir.parent / "LR_bicubic" / "X2"
+    lr_dir.mkdir(parents=True)
+    iio.imwrite(lr_dir / "comicx2.png", _random_image(rng, 13, 13))
+    supplied = (lr_dir / "comicx2.png").read_bytes()
+    iio.imwrite(hr_dir / "comic.png", _random_image(rng, 26, 27))
+    data.build_test_sets(_args(tmp_path, data_test="Set14"))
+    assert (lr_dir / "comicx2.png").read_bytes() == supplied and sorted(os.listdir(lr_dir)) == ["comicx2.png"]
+
+
+def test_generated_folders_and_files_follow_the_umask(tmp_path, rng):
+    _benchmark(tmp_path, "Set5", {"head": _random_image(rng, 20, 20)})
+    _div2k(tmp_path, "train", [1], [_random_image(rng, 8, 8)])
+    previous = os.umask(0o022)
+    try:
+        data.build_test_sets(_args(tmp_path))
+        _sep_train_set(tmp_path)
+    finally:
+        os.umask(previous)
+    lr_dir = tmp_path / "benchmark" / "Set5" / "LR_bicubic" / "X2"
+    assert stat.S_IMODE(lr_dir.stat().st_mode) == 0o755
+    made = [lr_dir / "headx2.png", lr_dir / bicubic.BICUBIC_RECORD,
+            tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.npy"]
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in made] == [oct(0o644)] * 3

@@ -51,7 +51,8 @@ class TrainingPatches(Dataset):
 
 
 class WholeImages(Dataset):
-    """(lr, hr, name) whole images, HR cropped to its top-left LR size x scale.
+    """(lr, hr, name) whole images, HR cropped to its top-left LR size x scale (the pairs come from
+    :mod:`.folders`, which refuses an HR image smaller than that).
 
     ``benchmark`` selects the PSNR convention (luminance on benchmarks, RGB on DIV2K).
     """
@@ -68,8 +69,5 @@ class WholeImages(Dataset):
     def __getitem__(self, index: int):
         name, hr_path, lr_source = self.pairs[index]
         lr, hr = (set_channel(read_source(source), self.n_colors) for source in (lr_source, hr_path))
-        h, w = lr.shape[0] * self.scale, lr.shape[1] * self.scale
-        if hr.shape[0] < h or hr.shape[1] < w:
-            raise DataError(f"HR image {hr_path} ({hr.shape[0]}x{hr.shape[1]}) is smaller than its LR image "
-                            f"x{self.scale} ({h}x{w})")
+        h, w = lr.shape[0] * self.scale, lr.shape[1] * self.scale  # HR is at least that (check_sizes)
         return to_tensor(lr, self.rgb_range), to_tensor(hr[:h, :w], self.rgb_range), name

@@ -7,12 +7,14 @@ Every folder is looked up in both layouts, ``DIR_DATA/<path>`` (EDSR-PyTorch) an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
 
 from filter_basis.errors import DataError
 
-from .bicubic import LRSource, make_lr_images
-from .images import list_images
+from .bicubic import LRSource, made_here, make_lr_images
+from .images import image_size, list_images
 
 Pair = Tuple[str, Path, LRSource]
 """(image name, HR file, LR file or LR array)."""
@@ -27,14 +29,28 @@ def find_folder(dir_data, relative: str, layout: str) -> Path:
     raise DataError(f"dataset folder not found: {candidates[0]} (or {candidates[1]}); expected {layout}")
 
 
+def check_sizes(pairs: Sequence[Pair], scale: int) -> List[Pair]:
+    """Refuse the first pair whose HR image is smaller than its LR image x ``scale`` (the HR crop of a
+    test image and the HR patch of a training image would not exist); image headers only are read."""
+    for _, hr, lr in pairs:
+        hr_h, hr_w = image_size(hr)
+        lr_h, lr_w = lr.shape[:2] if isinstance(lr, np.ndarray) else image_size(lr)
+        if hr_h < lr_h * scale or hr_w < lr_w * scale:
+            lr_text = f"its LR image {lr}" if isinstance(lr, Path) else "its LR image"
+            raise DataError(f"HR image {hr} ({hr_h}x{hr_w}) is smaller than {lr_text} ({lr_h}x{lr_w}) "
+                            f"x{scale} = {lr_h * scale}x{lr_w * scale}: the pair does not belong together or "
+                            "the scale is wrong")
+    return list(pairs)
+
+
 def pair_with_lr(hr_paths: Sequence[Path], lr_dir: Path, scale: int) -> List[Pair]:
     """Pair each HR file with ``lr_dir/<stem>x<s>.png`` (the benchmark and DIV2K naming); without an
-    ``lr_dir``, make the LR images."""
+    ``lr_dir``, or with one made here before, make (or remake) the LR images from HR."""
 
     def lr_name(hr: Path) -> str:
         return f"{hr.stem}x{scale}.png"
 
-    if lr_dir.is_dir():
+    if lr_dir.is_dir() and not made_here(lr_dir):  # supplied with the dataset: only read
         sources = {p: lr_dir / lr_name(p) for p in hr_paths}
         missing = [lr for lr in sources.values() if not lr.is_file()]
         if missing:
@@ -42,7 +58,7 @@ def pair_with_lr(hr_paths: Sequence[Path], lr_dir: Path, scale: int) -> List[Pai
                             "to have the LR images made by bicubic downscaling")
     else:
         sources = make_lr_images(hr_paths, lr_dir, lr_name, scale)
-    return [(p.stem, p, sources[p]) for p in hr_paths]
+    return check_sizes([(p.stem, p, sources[p]) for p in hr_paths], scale)
 
 
 def benchmark_pairs(dir_data, name: str, scale: int) -> List[Pair]:
@@ -70,16 +86,49 @@ def div2k_pairs(dir_data, split: str, first: int, last: int, scale: int) -> List
     return pair_with_lr(hr_paths, lr_dir, scale)
 
 
+def _by_stem(paths: Sequence[Path]) -> Dict[str, Path]:
+    by_stem: Dict[str, Path] = {}
+    for path in paths:
+        if path.stem in by_stem:
+            raise DataError(f"{by_stem[path.stem]} and {path.name} have the same name: keep one image per "
+                            "name")
+        by_stem[path.stem] = path
+    return by_stem
+
+
+def pair_by_name(hr_paths: Sequence[Path], lr_paths: Sequence[Path], scale: int) -> List[Pair]:
+    """Pair each HR file with the LR file of the same name, or of that name plus ``x<s>`` (the EDSR
+    naming); an HR file without an LR partner, or an LR file left without an HR one, is refused."""
+    lr_by_stem = _by_stem(lr_paths)
+    pairs, used = [], set()
+    for hr in _by_stem(hr_paths).values():
+        matches = [lr_by_stem[s] for s in (hr.stem, f"{hr.stem}x{scale}") if s in lr_by_stem]
+        if len(matches) != 1:
+            lr_dir = lr_paths[0].parent if lr_paths else "the LR folder"
+            found = "both " + " and ".join(m.name for m in matches) if matches else "neither"
+            raise DataError(f"HR image {hr} has no single LR partner in {lr_dir}: expected {hr.stem}<ext> or "
+                            f"{hr.stem}x{scale}<ext>, found {found}")
+        if matches[0] in used:
+            raise DataError(f"LR image {matches[0]} is the partner of two HR images (one is named like the "
+                            f"other plus x{scale}); rename one")
+        pairs.append((hr.stem, hr, matches[0]))
+        used.add(matches[0])
+    unpaired = [lr for lr in lr_paths if lr not in used]
+    if unpaired:
+        raise DataError(f"LR image {unpaired[0]} has no HR partner ({len(unpaired)} unpaired LR images in "
+                        "all); HR and LR images are paired by name")
+    return pairs
+
+
 def div2k_sub_pairs(dir_data, n_images: int, scale: int) -> List[Pair]:
     """DIV2KSUB (the paper's training set): ``DIV2K/GT_sub/*.png`` with ``DIV2K/GT_sub_bicLRx<s>/*.png``,
-    paired by sorted order; the first ``n_images`` pairs."""
+    paired by name (``NAME.png`` with ``NAME.png`` or ``NAMEx<s>.png``), in sorted HR order; the first
+    ``n_images`` pairs.  Every pair of the folder is checked, not only the first ``n_images``."""
     hr_dir = find_folder(dir_data, "DIV2K/GT_sub", f"DIV2K/GT_sub/*.png and DIV2K/GT_sub_bicLRx{scale}/*.png")
     lr_dir = hr_dir.parent / f"GT_sub_bicLRx{scale}"
     if not lr_dir.is_dir():
         raise DataError(f"LR folder {lr_dir} not found; expected the x{scale} bicubic sub-images of {hr_dir}")
-    hr_paths, lr_paths = list_images(hr_dir), list_images(lr_dir)
-    if len(hr_paths) != len(lr_paths):
-        raise DataError(f"{hr_dir} holds {len(hr_paths)} images but {lr_dir} holds {len(lr_paths)}")
-    if len(hr_paths) < n_images:
-        raise DataError(f"{hr_dir} holds {len(hr_paths)} images, fewer than --n_train {n_images}")
-    return [(hr.stem, hr, lr) for hr, lr in zip(hr_paths[:n_images], lr_paths[:n_images])]
+    pairs = pair_by_name(list_images(hr_dir), list_images(lr_dir), scale)
+    if len(pairs) < n_images:
+        raise DataError(f"{hr_dir} holds {len(pairs)} images, fewer than --n_train {n_images}")
+    return check_sizes(pairs, scale)[:n_images]
