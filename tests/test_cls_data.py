@@ -253,16 +253,40 @@ def test_a_cifar_batch_carrying_code_stops_the_command_line_with_exit_2(tmp_path
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("variant", ["protocol 2, numpy 2 names", "protocol 2, numpy 1 names",
-                                     "protocol 5"])
+def python2_batch(data, labels):
+    """The opcodes Python 2's cPickle (protocol 2, numpy 1) wrote for the original CIFAR batches: byte
+    strings as BINSTRING (no ``_codecs``), the array rebuilt by ``numpy.core.multiarray._reconstruct``."""
+    import struct
+
+    def string(b):
+        return (b"U" + bytes([len(b)]) + b) if len(b) < 256 else (b"T" + struct.pack("<i", len(b)) + b)
+
+    def integer(n):
+        return b"J" + struct.pack("<i", n)
+
+    out = b"\x80\x02}(" + string(b"data") + b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+    out += integer(0) + b"\x85" + string(b"b") + b"\x87R("  # empty array, then its state:
+    out += integer(1) + integer(data.shape[0]) + integer(data.shape[1]) + b"\x86"  # version, shape
+    out += b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + b"\x87R"  # dtype('u1') ...
+    out += b"(" + integer(3) + string(b"|") + b"NNN" + integer(-1) + integer(-1) + integer(0) + b"tb"
+    out += b"\x89" + string(data.tobytes()) + b"tb"  # not Fortran order, the pixels
+    out += string(b"labels") + b"](" + b"".join(integer(v) for v in labels) + b"e"
+    return out + string(b"batch_label") + string(b"testing batch 1 of 1") + b"u."
+
+
+@pytest.mark.parametrize("variant", ["Python 2 cPickle", "protocol 2, numpy 2 names",
+                                     "protocol 2, numpy 1 names", "protocol 5"])
 def test_real_format_batches_load_under_numpy_1_and_2_names(tmp_path, variant):
-    """Batches pickled as the originals were (protocol 2; numpy 1 wrote ``numpy.core.multiarray``, numpy 2
-    writes ``numpy._core.multiarray``) and as a newer writer would (protocol 5) all load."""
+    """Batches pickled as the originals were (Python 2, protocol 2, numpy 1), as Python 3 writes them at
+    protocol 2 (numpy 1 wrote ``numpy.core.multiarray``, numpy 2 writes ``numpy._core.multiarray``) and
+    as a newer writer would (protocol 5) all load."""
     data = np.random.default_rng(3).integers(0, 256, (3, 3072), dtype=np.uint8)
     blob = pickle.dumps(cifar_batch(data, "labels", [4, 0, 9]), protocol=5 if variant == "protocol 5" else 2)
     if variant == "protocol 2, numpy 1 names":
         assert b"numpy._core.multiarray" in blob
         blob = blob.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    if variant == "Python 2 cPickle":
+        blob = python2_batch(data, [4, 0, 9])
     write_cifar(tmp_path, "cifar-10-batches-py", [], "labels", 0, 10)
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(blob)
     test = build_test_sets(data_args(data_test="CIFAR10", dir_data=str(tmp_path)))["CIFAR10"]
