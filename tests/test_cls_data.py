@@ -250,7 +250,7 @@ def test_a_cifar_batch_carrying_code_stops_the_command_line_with_exit_2(tmp_path
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "test_batch is refused" in err[0]
-    assert not marker.exists()
+    assert not marker.exists() and not (tmp_path / "experiment" / "refused").exists()
 
 
 def python2_batch(data, labels):
