@@ -1,7 +1,9 @@
 """Classification data: Synthetic, the CIFAR folder readers, preprocessing, subsets, errors, losses."""
 
 import argparse
+import os
 import pickle
+import stat
 
 import numpy as np
 import pytest
@@ -169,6 +171,8 @@ def cifar10_archive(tmp_path, monkeypatch):
     source = tmp_path / "source"
     files = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     written = write_cifar(source, "cifar-10-batches-py", files, "labels", 2, 10)
+    for path in (source / "cifar-10-batches-py").iterdir():
+        path.chmod(0o600)  # modes stored in the archive: the unpacked folder must not keep them
     served = tmp_path / "served"
     served.mkdir()
     archive = served / "cifar-10-python.tar.gz"
@@ -197,10 +201,17 @@ def test_download_fetches_checks_and_unpacks_the_archive_only_with_the_option(tm
     with pytest.raises(DataError, match="add --download"):
         build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data)))
     assert not dir_data.exists()
-    train = build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data), download=True))
+    previous = os.umask(0o022)
+    try:
+        train = build_train_set(data_args(data_train="CIFAR10", dir_data=str(dir_data), download=True))
+    finally:
+        os.umask(previous)
     assert len(train) == 10 and train.labels.tolist() == sum((written[f"data_batch_{i}"][1]
                                                               for i in range(1, 6)), [])
     assert sorted(p.name for p in dir_data.iterdir()) == ["cifar-10-batches-py"]  # no staging left behind
+    folder = dir_data / "cifar-10-batches-py"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # what the umask gives, as for any folder made here
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
 
 
 def test_download_refuses_an_archive_with_the_wrong_md5_and_writes_nothing(tmp_path, monkeypatch,

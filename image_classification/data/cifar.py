@@ -17,7 +17,7 @@ from urllib.error import URLError
 
 import torch
 
-from filter_basis.engine.checkpoint import make_temp_dir
+from filter_basis.engine.checkpoint import current_umask, make_temp_dir
 from filter_basis.errors import DataError
 
 from .cifar_pickle import RefusedGlobal, load_cifar_pickle
@@ -53,12 +53,20 @@ def _read_batch(path: Path, label_key: str):
     return data, labels
 
 
+def _ordinary_permissions(folder: Path) -> None:
+    """The modes of a folder and files made here (0777 / 0666 & ~umask), not those stored in the archive."""
+    mask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def download(name: str, dir_data: str) -> None:
     """Fetch torchvision's archive of ``name`` into ``dir_data`` unless its folder is already there.
 
     An existing folder is never replaced or re-fetched (it may be a subset made on purpose).  The archive
     is fetched and checked against torchvision's MD5 with torchvision's own download code, unpacked in a
-    staging folder and renamed into place, so the folder appears complete or not at all.  The files are
+    staging folder and renamed into place, so the folder appears complete or not at all, with the modes the
+    umask gives (a shared ``datasets/`` stays readable to the group as it allows).  The files are
     read later like any folder, with the restricted unpickler (torchvision's reader uses plain pickle).
     """
     from torchvision import datasets
@@ -89,6 +97,7 @@ def download(name: str, dir_data: str) -> None:
             raise DataError(f"--download {name}: {error}") from None
         if not (staging / folder).is_dir():
             raise DataError(f"--download {name}: the archive from {source.url} holds no '{folder}' folder")
+        _ordinary_permissions(staging / folder)
         try:
             os.replace(staging / folder, root)
         except OSError:
