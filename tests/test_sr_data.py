@@ -402,3 +402,19 @@ def test_generated_folders_and_files_follow_the_umask(tmp_path, rng):
     made = [lr_dir / "headx2.png", lr_dir / bicubic.BICUBIC_RECORD,
             tmp_path / "DIV2K" / "DIV2K_train_HR" / "0001.npy"]
     assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in made] == [oct(0o644)] * 3
+
+
+def test_a_damaged_image_is_one_line_but_out_of_memory_is_not_relabelled(tmp_path, monkeypatch):
+    from super_resolution.data import images
+
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=r"cannot read image .*damaged\.png"):
+        images.read_image(damaged)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(images.iio, "imread", out_of_memory)
+    with pytest.raises(MemoryError):
+        images.read_image(damaged)

@@ -25,7 +25,9 @@ def read_image(path: Path) -> np.ndarray:
     """An (H, W, C) uint8 array; a greyscale file gets a channel axis, an alpha channel is dropped."""
     try:
         image = iio.imread(path)
-    except Exception as error:  # a damaged or non-image file: one line naming it
+    except MemoryError:
+        raise  # the file may be fine: said as what it is
+    except Exception as error:  # a damaged or non-image file (each plugin raises its own types): one line
         raise DataError(f"cannot read image {path}: {str(error).splitlines()[0]}") from None
     if image.dtype != np.uint8:
         raise DataError(f"image {path} is {image.dtype}, expected 8-bit")
