@@ -29,14 +29,20 @@ def check_positive(option: str, value: int) -> None:
         raise OptionError(f"{option} {value!r} must be a positive integer")
 
 
+def is_imagenet(args) -> bool:
+    """Whether the options ask for the ImageNet version of a model (224x224 inputs, 1000 classes)."""
+    return args.data_train == "ImageNet"
+
+
 def cifar_num_classes(args) -> int:
-    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100); these models are built
-    for 32x32 inputs, so ImageNet is refused."""
+    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100) of a model that exists
+    for 32x32 inputs only, so ImageNet is refused."""
     from image_classification.data import num_classes
 
-    if args.data_train == "ImageNet":
-        raise OptionError(f"--model {args.model} is a CIFAR model (32x32 inputs); ImageNet models are not "
-                          "implemented, use --data_train CIFAR10, CIFAR100 or Synthetic")
+    if is_imagenet(args):
+        raise OptionError(f"--model {args.model} has no ImageNet version (the official one only resizes the "
+                          "classifier of the CIFAR model); use --data_train CIFAR10, CIFAR100 or Synthetic, "
+                          "or an ImageNet model (ResNet*, VGG*)")
     return num_classes(args.data_train)
 
 
