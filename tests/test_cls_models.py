@@ -244,7 +244,6 @@ def test_unreadable_checkpoints(tmp_path):
     ("--model DenseNet --depth 25 --bottleneck", "--depth 25"),
     ("--model DenseNet_Basis --depth 40 --bottleneck", "--bottleneck"),
     ("--model DenseNet --depth 40 --data_train ImageNet", "ImageNet"),
-    ("--model ResNet --depth 20 --data_train ImageNet", "--depth 20"),
     ("--model ResNet_Group --depth 18 --data_train ImageNet --group_size 48", "--group_size 48"),
     ("--model ResNet_Basis --depth 18 --data_train ImageNet --basis_size4 100", "--basis_size4 100"),
     ("--model DenseNet_Basis --depth 22 --reduction 0.5", "--reduction 0.5"),

@@ -108,6 +108,7 @@ class DenseNet(nn.Module):
 
 # ---------------------------------------------------------------------------- the four conv choices
 def _check(args) -> None:
+    cifar_num_classes(args)  # refuses ImageNet first
     check_positive("--k", args.k)
     if not 0 < args.reduction <= 1:
         raise OptionError(f"--reduction {args.reduction} must be in (0, 1]")
@@ -130,6 +131,7 @@ def build_densenet_basis(args) -> DenseNet:
     C inputs convolves its ``n_group`` splits of C / n_group channels with the first (``--inverse_index``:
     last) C / n_group basis channels, then BN -> ReLU -> projection ``k_size2 x k_size2``.  No DenseNet-BC
     form: the official one left the bottleneck's 3x3 convolutions dense (nothing compressed)."""
+    _check(args)
     if args.bottleneck:
         raise OptionError("--bottleneck with --model DenseNet_Basis is refused: the official "
                           "DenseNet_Basis-BC leaves every 3x3 convolution dense (it compresses nothing); "
@@ -174,6 +176,7 @@ def _conv_inputs(args) -> list:
 
 def build_densenet_group(args) -> DenseNet:
     """Grouped 3x3 (C -> k) and 1x1 (k -> k); ``--group_size`` is a number of GROUPS here (see _groups)."""
+    _check(args)
     for c in _conv_inputs(args):
         groups = _groups(c, args.group_size)
         if c % groups or args.k % groups:
