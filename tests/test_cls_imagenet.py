@@ -105,6 +105,19 @@ def test_torchvision_resnet18_file_loads_and_gives_torchvision_outputs(tmp_path)
         assert torch.equal(ours.eval()(x), reference.eval()(x))
 
 
+def test_torchvision_resnet50_weights_give_torchvision_outputs():
+    """Bottlenecks: the stride sits on the 3x3 conv, as in torchvision (loaded in memory)."""
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50()
+    randomize_bn(reference)
+    args = args_of("--model ResNet --depth 50")
+    ours = meta_model("--model ResNet --depth 50").to_empty(device="cpu")
+    load_state_dict_strict(ours, reference.state_dict(), "resnet50", pretrained_keys(args))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours.eval()(x), reference.eval()(x))
+
+
 def test_torchvision_vgg16_weights_give_torchvision_outputs():
     """The whole 138M-parameter vgg16, filled cheaply, loaded through the key mapping (in memory)."""
     reference = torchvision_meta("vgg16").to_empty(device="cpu")
@@ -299,10 +312,15 @@ def test_test_only_run_on_an_image_folder_with_ten_crops(tmp_path):
     for label in range(2):
         folder = tmp_path / "ILSVRC2012" / "val" / f"n0{label}"
         folder.mkdir(parents=True)
-        images.append(rng.integers(0, 256, (32, 40 + 8 * label, 3), dtype=np.uint8))
+        image = rng.integers(0, 64, (32, 40 + 8 * label, 3), dtype=np.uint8)
+        image[:16, :20] += 190  # a bright corner: the crops see different things
+        images.append(image)
         iio.imwrite(folder / "x.png", images[-1])
     torch.manual_seed(0)
     reference = torchvision.models.resnet18().eval()
+    randomize_bn(reference)
+    with torch.no_grad():
+        reference.fc.weight.mul_(100)  # logits that tell the crops apart
     torch.save(reference.state_dict(), tmp_path / "weights.pth")
     argv = shlex.split(f"--model ResNet --depth 18 --test_only --cpu --n_threads 0 --crop {crop} --n_test 1"
                        + IMAGENET)
