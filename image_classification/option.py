@@ -55,7 +55,8 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
     data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")
     data.add_argument("--no_flip", action="store_true", help="no random horizontal flip in training")
-    data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10), help="ImageNet test crops")
+    data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10),
+                      help="ImageNet test crops, logits averaged")
     data.add_argument("--download", action="store_true", help="download CIFAR into --dir_data if missing")
 
     model = parser.add_argument_group("model")
@@ -67,7 +68,8 @@ def build_parser() -> engine_options.OptionParser:
     model.add_argument("--depth", type=positive_int, default=100, help="network depth")
     model.add_argument("--k", type=positive_int, default=12, help="DenseNet growth rate")
     model.add_argument("--reduction", type=positive_float, default=1, help="DenseNet transition compression")
-    model.add_argument("--bottleneck", action="store_true", help="DenseNet-BC / ResNet bottleneck blocks")
+    model.add_argument("--bottleneck", action="store_true",
+                       help="DenseNet-BC (ImageNet ResNets: the depth decides)")
     model.add_argument("--kernel_size", type=positive_int, default=3, help="convolution kernel size")
     model.add_argument("--no_bias", action="store_true", help="convolutions without bias")
     model.add_argument("--top", type=int, default=1, choices=(1, -1),
@@ -77,7 +79,8 @@ def build_parser() -> engine_options.OptionParser:
     method.add_argument("--group_size", type=positive_int, default=16, help="Group models: group width")
     method.add_argument("--n_group", type=positive_int, default=1, help="DenseNet_Basis: basis groups")
     method.add_argument("--k_size1", type=positive_int, default=3, help="ResNet_Basis: first conv kernel")
-    method.add_argument("--k_size2", type=positive_int, default=3, help="ResNet_Basis: second conv kernel")
+    method.add_argument("--k_size2", type=positive_int, default=3,
+                        help="ResNet_Basis (CIFAR): projection kernel")
     method.add_argument("--inverse_index", action="store_true", help="use the last basis channels")
     method.add_argument("--transition_group", type=positive_int, default=6, help="DenseNet_Basis transitions")
     for stage in range(1, 5):

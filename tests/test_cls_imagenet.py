@@ -66,6 +66,17 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
 
 
+METHODS = ("", "_Basis", "_Factor", "_Group")
+ALL = ([f"--model ResNet{m} --depth {d}" for m in METHODS for d in DEPTHS]
+       + [f"--model VGG{m} --vgg_type {t}" for m in METHODS for t in ("16", "19")])
+
+
+@pytest.mark.parametrize("command_line", ALL)
+def test_every_imagenet_model_builds_on_meta_and_gives_1000_logits(command_line):
+    model = meta_model(command_line)
+    assert model(torch.empty(2, 3, 224, 224, device="meta")).shape == (2, 1000)
+
+
 # ---------------------------------------------------------------------------- dense models = torchvision
 def test_resnet18_and_vgg16_have_torchvision_parameter_counts():
     assert counts(meta_model("--model ResNet --depth 18"))[0] == 11_689_512

@@ -1,4 +1,7 @@
-"""The CIFAR VGG of the paper (architectures.md 2.1-2.4), written once for every convolution type.
+"""The VGG of the paper (architectures.md 2.1-2.4), written once for every convolution type.
+
+With ``--data_train ImageNet`` the same features get torchvision's ImageNet head (``vgg16``/``vgg19``
+for the dense baseline, whose flat torchvision keys ``torchvision_key`` maps onto ours).
 
 ``VGG`` takes a layer factory ``layer(index, in_channels, out_channels)`` for its numbered entries
 (indices count the max-pools too, as the official ``features.<i>`` keys do).  The baseline uses
