@@ -34,16 +34,20 @@ def is_imagenet(args) -> bool:
     return args.data_train == "ImageNet"
 
 
-def cifar_num_classes(args) -> int:
-    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100) of a model that exists
-    for 32x32 inputs only, so ImageNet is refused."""
-    from image_classification.data import num_classes
+def num_classes(args) -> int:
+    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100, ImageNet -> 1000)."""
+    from image_classification.data import num_classes as of_data_set
 
+    return of_data_set(args.data_train)
+
+
+def cifar_num_classes(args) -> int:
+    """:func:`num_classes` for a model that exists for 32x32 inputs only: ImageNet is refused."""
     if is_imagenet(args):
         raise OptionError(f"--model {args.model} has no ImageNet version (the official one only resizes the "
                           "classifier of the CIFAR model); use --data_train CIFAR10, CIFAR100 or Synthetic, "
                           "or an ImageNet model (ResNet*, VGG*)")
-    return num_classes(args.data_train)
+    return num_classes(args)
 
 
 def check_kernel(option: str, value: int) -> None:

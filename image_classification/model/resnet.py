@@ -20,7 +20,15 @@ from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d
 
 from .checkpoint import GROUP_PAIR_KEYS
 from .init import init_kaiming
-from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes, is_imagenet
+from .options import (
+    check_depth,
+    check_divides,
+    check_kernel,
+    check_positive,
+    cifar_num_classes,
+    is_imagenet,
+    num_classes,
+)
 from .resnet_imagenet import LAYOUTS, ImageNetResNet, init_torchvision
 from .resnet_imagenet import WIDTHS as IMAGENET_WIDTHS
 
@@ -137,9 +145,10 @@ def group_convs(args, imagenet: bool = False) -> ConvFactory:
 def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = None, init=None) -> nn.Module:
     check_kernel("--kernel_size", args.kernel_size)
     if is_imagenet(args):  # the block type follows the depth, whatever --bottleneck says
-        from image_classification.data import num_classes
-
-        model = ImageNetResNet(args.depth, num_classes(args.data_train), conv, shared)
+        if args.depth not in LAYOUTS:
+            raise OptionError(f"--depth {args.depth}: the ImageNet ResNets have depth "
+                              f"{', '.join(map(str, LAYOUTS))}")
+        model = ImageNetResNet(args.depth, num_classes(args), conv, shared)
         init_torchvision(model)
         return model
     if args.bottleneck:
@@ -152,20 +161,12 @@ def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = Non
     return model
 
 
-def _check_imagenet_depth(args) -> None:
-    if is_imagenet(args) and args.depth not in LAYOUTS:
-        raise OptionError(f"--depth {args.depth}: the ImageNet ResNets have depth "
-                          f"{', '.join(map(str, LAYOUTS))}")
-
-
 def build_resnet(args) -> nn.Module:
-    _check_imagenet_depth(args)
     return _build(args, dense_convs(args))
 
 
 def build_resnet_basis(args) -> nn.Module:
     """CIFAR: ``--k_size2`` x ``--k_size2`` projections; ImageNet: 1x1 projections (the paper's choice)."""
-    _check_imagenet_depth(args)
     if is_imagenet(args):
         bases = stage_bases(args, IMAGENET_WIDTHS)
         return _build(args, basis_convs(args, bases, IMAGENET_WIDTHS, kernel_size2=1), shared=bases)
@@ -174,12 +175,10 @@ def build_resnet_basis(args) -> nn.Module:
 
 
 def build_resnet_factor(args) -> nn.Module:
-    _check_imagenet_depth(args)
     return _build(args, factor_convs(args))
 
 
 def build_resnet_group(args) -> nn.Module:
-    _check_imagenet_depth(args)
     return _build(args, group_convs(args, is_imagenet(args)), init=init_kaiming)
 
 

@@ -22,7 +22,7 @@ from filter_basis.errors import OptionError
 from filter_basis.layers import BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
 from .init import init_vgg
-from .options import check_divides, check_kernel, check_positive, cifar_num_classes, is_imagenet
+from .options import check_divides, check_kernel, check_positive, cifar_num_classes, is_imagenet, num_classes
 
 CONFIGS = {
     "11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -94,9 +94,7 @@ def _vgg(args, layer: Layer) -> VGG:
     head)."""
     config = _config(args)
     if is_imagenet(args):
-        from image_classification.data import num_classes
-
-        return VGG(config, num_classes(args.data_train), layer, imagenet=True)
+        return VGG(config, num_classes(args), layer, imagenet=True)
     return VGG(config, cifar_num_classes(args), layer)
 
 
