@@ -199,6 +199,7 @@ def test_imagenet_folder_is_read_at_224(tmp_path):
         build_train_set(data_args(data_train="ImageNet", dir_data=str(tmp_path)))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_imagenet_five_and_ten_crops(tmp_path):
     """--crop 5: corners and centre of the 256-resized image (the centre is the --crop 1 image);
     --crop 10: those five, then the same crops of the mirrored image."""

@@ -14,6 +14,8 @@ from filter_basis.errors import OptionError
 from image_classification.model import build_model
 from image_classification.option import parse_args
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def build(command_line: str, meta: bool = True) -> nn.Module:
     args = parse_args(shlex.split(command_line))

@@ -31,6 +31,8 @@ BLOCKS = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4
           101: (True, (3, 4, 23, 3)), 152: (True, (3, 8, 36, 3))}
 PLANES = (64, 128, 256, 512)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # faster on a busy machine, same results
+
 
 def args_of(command_line: str):
     return parse_args(shlex.split(command_line + IMAGENET))
