@@ -26,8 +26,9 @@ TREE_DEFAULTS = {
 }
 
 # ResNet_Basis (basis_size, n_basis) per stage when --basis_size<i> / --n_basis<i> are not given: the
-# official CIFAR defaults (three stages), and ours for the four ImageNet stages (one basis as wide as the
-# stage, 5/8 as many filters: about 30% of ResNet-18's weights; README "Image classification").
+# official CIFAR defaults (three stages; the fourth pair, recorded in args.json, is unused there), and ours
+# for the four ImageNet stages (one basis as wide as the stage, 5/8 as many filters: about 30% of
+# ResNet-18's weights; README "Image classification").
 STAGE_BASES = {"CIFAR": ((16, 24), (32, 48), (64, 84), (512, 320)),
                "ImageNet": ((64, 40), (128, 80), (256, 160), (512, 320))}
 
