@@ -25,6 +25,13 @@ TREE_DEFAULTS = {
     "pre_train_optim": "/home/yawli/projects/clustering-kernels/models/vgg16-89711a85.pt",
 }
 
+# ResNet_Basis (basis_size, n_basis) per stage when --basis_size<i> / --n_basis<i> are not given: the
+# official CIFAR defaults (three stages; the fourth pair, recorded in args.json, is unused there), and ours
+# for the four ImageNet stages (one basis as wide as the stage, 5/8 as many filters: about 30% of
+# ResNet-18's weights; README "Image classification").
+STAGE_BASES = {"CIFAR": ((16, 24), (32, 48), (64, 84), (512, 320)),
+               "ImageNet": ((64, 40), (128, 80), (256, 160), (512, 320))}
+
 # Official options that only served other experiments (clustering kernels, model comparison, ...).
 # --n_colors, --act, --in_channels: the CIFAR models here, like the official ones, hard-wire RGB input,
 # ReLU and their stage widths; --unique_basis, --basis_size_str, --n_basis_str: unused variants.
@@ -49,17 +56,21 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
     data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")
     data.add_argument("--no_flip", action="store_true", help="no random horizontal flip in training")
-    data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10), help="ImageNet test crops")
+    data.add_argument("--crop", type=int, default=1, choices=(1, 5, 10),
+                      help="ImageNet test crops, logits averaged")
     data.add_argument("--download", action="store_true", help="download CIFAR into --dir_data if missing")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="DenseNet", help="network name (see --model list in the README)")
-    model.add_argument("--pretrained", default="", help="weights to load (ours or the official layout)")
+    model.add_argument("--pretrained", default="",
+                       help="weights to load (ours, the official or torchvision's layout); 'download': "
+                            "torchvision's ImageNet weights")
     model.add_argument("--vgg_type", default="16", help="VGG configuration")
     model.add_argument("--depth", type=positive_int, default=100, help="network depth")
     model.add_argument("--k", type=positive_int, default=12, help="DenseNet growth rate")
     model.add_argument("--reduction", type=positive_float, default=1, help="DenseNet transition compression")
-    model.add_argument("--bottleneck", action="store_true", help="DenseNet-BC / ResNet bottleneck blocks")
+    model.add_argument("--bottleneck", action="store_true",
+                       help="DenseNet-BC (ImageNet ResNets: the depth decides)")
     model.add_argument("--kernel_size", type=positive_int, default=3, help="convolution kernel size")
     model.add_argument("--no_bias", action="store_true", help="convolutions without bias")
     model.add_argument("--top", type=int, default=1, choices=(1, -1),
@@ -69,14 +80,19 @@ def build_parser() -> engine_options.OptionParser:
     method.add_argument("--group_size", type=positive_int, default=16, help="Group models: group width")
     method.add_argument("--n_group", type=positive_int, default=1, help="DenseNet_Basis: basis groups")
     method.add_argument("--k_size1", type=positive_int, default=3, help="ResNet_Basis: first conv kernel")
-    method.add_argument("--k_size2", type=positive_int, default=3, help="ResNet_Basis: second conv kernel")
+    method.add_argument("--k_size2", type=positive_int, default=3,
+                        help="ResNet_Basis (CIFAR): projection kernel")
     method.add_argument("--inverse_index", action="store_true", help="use the last basis channels")
     method.add_argument("--transition_group", type=positive_int, default=6, help="DenseNet_Basis transitions")
-    for stage, (size, n) in enumerate(((16, 24), (32, 48), (64, 84)), 1):
-        method.add_argument(f"--basis_size{stage}", type=positive_int, default=size,
-                            help=f"ResNet_Basis stage {stage} basis size")
-        method.add_argument(f"--n_basis{stage}", type=positive_int, default=n,
-                            help=f"ResNet_Basis stage {stage} basis filters")
+    for stage in range(1, 5):
+        cifar = STAGE_BASES["CIFAR"][stage - 1] if stage < 4 else ("-", "-")
+        imagenet = STAGE_BASES["ImageNet"][stage - 1]
+        method.add_argument(f"--basis_size{stage}", type=positive_int, default=None,
+                            help=f"ResNet_Basis stage {stage} basis size (default: CIFAR {cifar[0]}, "
+                                 f"ImageNet {imagenet[0]})")
+        method.add_argument(f"--n_basis{stage}", type=positive_int, default=None,
+                            help=f"ResNet_Basis stage {stage} basis filters (default: CIFAR {cifar[1]}, "
+                                 f"ImageNet {imagenet[1]})")
     method.add_argument("--vgg_decom_type", default="all", choices=("all", "select"),
                         help="VGG_Basis: decompose all layers or a selection")
     method.add_argument("--basis_size", type=positive_int, default=128, help="basis size")
@@ -89,15 +105,28 @@ def build_parser() -> engine_options.OptionParser:
     return parser
 
 
+def _stage_basis_defaults(args: argparse.Namespace) -> None:
+    """Fill the --basis_size<i> / --n_basis<i> not given with the defaults of the training set's models."""
+    table = STAGE_BASES["ImageNet" if args.data_train == "ImageNet" else "CIFAR"]
+    for stage, (size, n) in enumerate(table, start=1):
+        for option, value in ((f"basis_size{stage}", size), (f"n_basis{stage}", n)):
+            if getattr(args, option) is None:
+                setattr(args, option, value)
+
+
 def _validate(args: argparse.Namespace) -> None:
     from .data import DATASETS
     from .loss import LOSS_TYPES
-    from .model import MODELS
+    from .model import MODELS, torchvision_weights
 
     engine_options.check_tree_names(args, models=MODELS, train_sets=DATASETS, test_sets=DATASETS,
-                                    loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
+                                    loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION,
+                                    pretrained_keywords=(torchvision_weights.DOWNLOAD,))
+    if args.pretrained == torchvision_weights.DOWNLOAD and not args.summary:
+        torchvision_weights.weights(args)  # a model without torchvision weights fails here, not later
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, apply --template and --linear, validate: a bad value is an OptionError (exit 2)."""
-    return engine_options.parse(build_parser(), argv, templates=template.apply, validate=_validate)
+    return engine_options.parse(build_parser(), argv, templates=template.apply,
+                               postprocess=_stage_basis_defaults, validate=_validate)

@@ -27,7 +27,7 @@ class Trainer(engine.Trainer):
     def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
         images, labels = batch
         labels = self.to_device(labels, cast=False)
-        logits = self.net(self.to_device(images)).float()
+        logits = self.logits(self.to_device(images))
         prefix = f"{set_name}/" if len(self.test_loaders) > 1 else ""
         n = labels.shape[0]
         meter.add(prefix + "loss", F.cross_entropy(logits, labels, reduction="sum"), n)
@@ -36,6 +36,14 @@ class Trainer(engine.Trainer):
         meter.add(prefix + "top1_error", 100.0 * (n - hits[:, :1].sum()), n)
         meter.add(prefix + "top5_error", 100.0 * (n - hits.sum()), n)
 
+    def logits(self, images):
+        """Float logits of a batch; a (N, crops, C, H, W) batch (ImageNet ``--crop 5/10``) gives the mean of
+        each image's crop logits."""
+        if images.dim() == 5:
+            n, crops = images.shape[:2]
+            return self.net(images.flatten(0, 1)).float().unflatten(0, (n, crops)).mean(1)
+        return self.net(images).float()
+
     def score(self, metrics: dict) -> float:
         key = "top1_error" if self.args.top == 1 else "top5_error"
         flat = flatten(metrics)
@@ -43,5 +51,6 @@ class Trainer(engine.Trainer):
 
 
 def test_batch_size(args) -> int:
-    """The official test batch, whatever the options."""
-    return TEST_BATCH_SIZE
+    """The official test batch of CIFAR; for ImageNet divided by ``--crop`` (500 images of ten crops each
+    would be 3 GB of input)."""
+    return TEST_BATCH_SIZE // args.crop if "ImageNet" in args.data_test.split("+") else TEST_BATCH_SIZE

@@ -318,21 +318,43 @@ def test_corrupt_cifar_file_is_a_data_error(tmp_path):
         build_test_sets(data_args(data_test="CIFAR10", dir_data=str(tmp_path)))
 
 
-def test_imagenet_folder_is_read_at_224(tmp_path):
+def write_imagenet(root, split="val", sizes=((260, 300), (300, 256))):
+    """A tiny ImageFolder tree ``root/ILSVRC2012/<split>/<wnid>/x.JPEG``, one image per class."""
     import imageio.v3 as iio
 
     rng = np.random.default_rng(0)
-    for label, name in enumerate(("n01440764", "n01443537")):
-        (tmp_path / "ILSVRC2012" / "val" / name).mkdir(parents=True)
-        iio.imwrite(tmp_path / "ILSVRC2012" / "val" / name / "x.JPEG",
-                    rng.integers(0, 256, (260 + 10 * label, 300, 3), dtype=np.uint8), extension=".jpeg")
+    for label, (h, w) in enumerate(sizes):
+        folder = root / "ILSVRC2012" / split / f"n0000000{label}"
+        folder.mkdir(parents=True)
+        iio.imwrite(folder / "x.JPEG", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), extension=".jpeg")
+
+
+def test_imagenet_folder_is_read_at_224(tmp_path):
+    write_imagenet(tmp_path)
     test = build_test_sets(data_args(data_test="ImageNet", dir_data=str(tmp_path)))["ImageNet"]
     assert [test[i][0].shape for i in range(2)] == [(3, 224, 224)] * 2
     assert [test[i][1] for i in range(2)] == [0, 1]
-    with pytest.raises(OptionError, match="--crop 10"):
-        build_test_sets(data_args(data_test="ImageNet", dir_data=str(tmp_path), crop=10))
     with pytest.raises(DataError, match="ILSVRC2012"):
         build_train_set(data_args(data_train="ImageNet", dir_data=str(tmp_path)))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_imagenet_five_and_ten_crops(tmp_path):
+    """--crop 5: corners and centre of the 256-resized image (the centre is the --crop 1 image);
+    --crop 10: those five, then the same crops of the mirrored image."""
+    write_imagenet(tmp_path)
+    sets = {crop: build_test_sets(data_args(data_test="ImageNet", dir_data=str(tmp_path), crop=crop))
+            ["ImageNet"] for crop in (1, 5, 10)}
+    for i in range(2):
+        one, five, ten = (sets[c][i][0] for c in (1, 5, 10))
+        assert five.shape == (5, 3, 224, 224) and ten.shape == (10, 3, 224, 224)
+        assert torch.equal(five[4], one) and torch.equal(ten[:5], five)
+        for j, mirrored in enumerate((1, 0, 3, 2)):  # left and right corners swap in the mirror image
+            assert torch.equal(ten[5 + j], five[mirrored].flip(-1))
+        # the mirrored centre: exact, or one pixel off where the margin (width - 224) is odd
+        assert any(torch.equal(ten[9][..., 1:-1], five[4].flip(-1)[..., a:223 + a - 1]) for a in (0, 1, 2))
+        assert not torch.equal(five[0], five[3])  # different places of the image
+    assert [sets[10][i][1] for i in range(2)] == [0, 1]
 
 
 # ---------------------------------------------------------------------------- subsets and names

@@ -202,15 +202,17 @@ def test_set_names(args: argparse.Namespace) -> list:
 
 
 def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets, loss_types,
-                     pretrained_option: str) -> None:
+                     pretrained_option: str, pretrained_keywords: Sequence[str] = ()) -> None:
     """What every tree validates the same way: --model, --data_train and each '+'-joined --data_test
-    name resolve in the tree's registries, --loss uses its loss types, the pretrained file exists."""
+    name resolve in the tree's registries, --loss uses its loss types, the pretrained file exists
+    (unless it is one of the tree's ``pretrained_keywords``, such as ``download``)."""
     models.get(args.model)
     train_sets.get(args.data_train)
     for name in test_set_names(args):
         test_sets.get(name)
     check_loss_string(args.loss, loss_types)
-    check_file(args, pretrained_option)
+    if getattr(args, pretrained_option) not in pretrained_keywords:
+        check_file(args, pretrained_option)
 
 
 def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,

@@ -26,7 +26,7 @@ class DatasetSpec:
     """How to build one split of a data set, its preprocessing and its class count."""
 
     build: Callable[..., Dataset]  # build(args, train, transform) -> Dataset
-    transform: Callable[..., object]  # transform(train, flip) -> callable
+    transform: Callable[..., object]  # transform(train, flip, crop) -> callable
     num_classes: int
 
 
@@ -42,16 +42,19 @@ def _cifar(name: str) -> Callable[..., Dataset]:
 
 
 def _imagenet(args, train: bool, transform) -> Dataset:
-    if not train and args.crop != 1:
-        raise OptionError(f"--crop {args.crop}: multi-crop ImageNet testing is not implemented; use --crop 1")
     return imagenet(args.dir_data, train, transform)
 
 
-DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), cifar_transform, 10))
-DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 100))
+def _one_crop(train: bool, flip: bool, crop: int):
+    """The CIFAR-style preprocessing; --crop is ImageNet's (ignored here, as officially)."""
+    return cifar_transform(train, flip)
+
+
+DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), _one_crop, 10))
+DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), _one_crop, 100))
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
 DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
-                                          cifar_transform, synthetic.NUM_CLASSES))
+                                          _one_crop, synthetic.NUM_CLASSES))
 DATASETS.register("Digits", DatasetSpec(lambda args, train, tf: digits.Digits(train, tf),
                                        digits.digits_transform, digits.NUM_CLASSES))
 
@@ -74,7 +77,7 @@ def _first(dataset: Dataset, n: int, option: str, name: str) -> Dataset:
 
 def _build(name: str, args, train: bool) -> Dataset:
     spec = DATASETS.get(name)
-    transform = spec.transform(train, flip=not args.no_flip)
+    transform = spec.transform(train, flip=not args.no_flip, crop=args.crop)
     dataset = spec.build(args, train, transform)
     return _first(dataset, args.n_train if train else args.n_test, "--n_train" if train else "--n_test", name)
 

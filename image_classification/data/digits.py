@@ -31,9 +31,9 @@ DIGITS_MEAN = (0.30526,) * 3
 DIGITS_STD = (0.32380,) * 3
 
 
-def digits_transform(train: bool, flip: bool = True):
+def digits_transform(train: bool, flip: bool = True, crop: int = 1):
     """The CIFAR random crop (pad 4) in training, never a flip (digits are not mirror-symmetric, so
-    ``flip`` is ignored), and the Digits normalisation."""
+    ``flip`` is ignored), and the Digits normalisation; ``--crop`` is ImageNet's and ignored here."""
     return cifar_transform(train, flip=False, mean=DIGITS_MEAN, std=DIGITS_STD)
 
 

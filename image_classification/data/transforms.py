@@ -12,6 +12,7 @@ CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CROPS = (1, 5, 10)  # --crop: ImageNet test crops whose logits are averaged
 
 
 def _pipeline(augment: list, mean: tuple, std: tuple) -> v2.Compose:
@@ -30,11 +31,23 @@ def cifar_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
     return _pipeline(augment, mean, std)
 
 
-def imagenet_transform(train: bool, flip: bool = True) -> v2.Compose:
-    """Training: random-resized crop 224 and (unless ``flip`` is off) a flip; test: resize 256, centre
-    crop 224.  ``--no_flip`` means no flip here too (the official ImageNet loader had it inverted, D3)."""
+def imagenet_transform(train: bool, flip: bool = True, crop: int = 1) -> v2.Compose:
+    """Training: random-resized crop 224 and (unless ``flip`` is off) a flip; test: resize 256, then the
+    centre 224 crop (``crop`` 1), or torchvision's FiveCrop (``crop`` 5: corners and centre) or TenCrop
+    (``crop`` 10: those and their mirror images), stacked into one (crop, 3, 224, 224) tensor.
+    ``--no_flip`` means no flip here too (the official ImageNet loader had it inverted, D3)."""
     if train:
         augment = [v2.RandomResizedCrop(224)] + ([v2.RandomHorizontalFlip()] if flip else [])
-    else:
-        augment = [v2.Resize(256), v2.CenterCrop(224)]
-    return _pipeline(augment, IMAGENET_MEAN, IMAGENET_STD)
+        return _pipeline(augment, IMAGENET_MEAN, IMAGENET_STD)
+    if crop not in CROPS:
+        raise ValueError(f"crop {crop!r}: use one of {', '.join(map(str, CROPS))}")
+    if crop == 1:
+        return _pipeline([v2.Resize(256), v2.CenterCrop(224)], IMAGENET_MEAN, IMAGENET_STD)
+    crops = v2.FiveCrop(224) if crop == 5 else v2.TenCrop(224)
+    return v2.Compose([*_pipeline([v2.Resize(256), crops], IMAGENET_MEAN, IMAGENET_STD).transforms,
+                       _stack])
+
+
+def _stack(crops: tuple) -> torch.Tensor:
+    """The (crop, 3, H, W) tensor of FiveCrop's or TenCrop's crops, as a plain tensor."""
+    return torch.stack([c.as_subclass(torch.Tensor) for c in crops])

@@ -10,11 +10,13 @@ from typing import Callable, Dict, List, Tuple
 
 from torch import nn
 
+from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_dict
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
-from . import densenet, resnet, vgg
-from .checkpoint import load_checkpoint
+from . import densenet, resnet, torchvision_weights, vgg
+from .checkpoint import key_renamer
+from .options import is_imagenet
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "--model")
 MODELS.register("ResNet", resnet.build_resnet)
@@ -49,11 +51,24 @@ def baseline_name(args) -> str:
 
 
 def summary_input_size(args) -> tuple:
-    """The (C, H, W) of one input for complexity counting: every model here is a CIFAR model."""
+    """The (C, H, W) of one input for complexity counting: 3x224x224 for ImageNet models, else 3x32x32."""
     MODELS.get(args.model)
-    return (3, 32, 32)
+    return (3, 224, 224) if is_imagenet(args) else (3, 32, 32)
+
+
+def pretrained_keys(args) -> Callable[[str], str]:
+    """How the keys of a weights file for ``--model`` map onto ours: torchvision's flat VGG layout for the
+    ImageNet VGG, the official layout's renaming rules otherwise (our own keys pass unchanged)."""
+    if is_imagenet(args) and args.model == "VGG":
+        return vgg.torchvision_key(args)
+    return key_renamer(OFFICIAL_KEYS.get(args.model, ()))
 
 
 def load_pretrained(model: nn.Module, path: str, args) -> None:
-    """Load ``path`` (our plain state_dict or the official layout of ``--model``) strictly into ``model``."""
-    load_checkpoint(model, path, OFFICIAL_KEYS.get(args.model, ()))
+    """Load ``path`` (our plain state_dict, the official layout of ``--model`` or, for the ImageNet models,
+    torchvision's) strictly into ``model``; ``download``: torchvision's ImageNet weights."""
+    if path == torchvision_weights.DOWNLOAD:
+        state, source = torchvision_weights.download(args), f"torchvision's {args.model} weights"
+    else:
+        state, source = read_state_dict(path), f"checkpoint {path}"
+    load_state_dict_strict(model, state, source, pretrained_keys(args))

@@ -2,8 +2,9 @@
 
 The official code saved tensors under its own module paths (listed in reference/official_state_dicts/),
 and a tensor shared by several layers (a stage basis, the DenseNet basis) under every path that uses it.
-Keys are renamed with the model's regular-expression rules, then loaded strictly by the engine: every
-mismatch is a one-line :class:`~filter_basis.errors.CheckpointError` naming the file and the key.
+Keys are renamed with the model's regular-expression rules, then loaded strictly by the engine
+(``model.load_pretrained``): every mismatch is a one-line :class:`~filter_basis.errors.CheckpointError`
+naming the file and the key.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import re
 from typing import Callable, Dict, Iterable, Tuple
 
 import torch
-from torch import nn
-
-from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_dict
 
 KeyRules = Iterable[Tuple[str, str]]
 
@@ -39,8 +37,3 @@ def rename_keys(state: Dict[str, torch.Tensor], rules: KeyRules) -> Dict[str, to
     """``state`` with every key renamed by ``rules``."""
     rename = key_renamer(rules)
     return {rename(key): value for key, value in state.items()}
-
-
-def load_checkpoint(model: nn.Module, path: str, rules: KeyRules = ()) -> None:
-    """Read ``path``, rename official keys with ``rules`` (ours pass unchanged) and load strictly."""
-    load_state_dict_strict(model, read_state_dict(path), f"checkpoint {path}", key_renamer(rules))

@@ -1,6 +1,8 @@
 """The CIFAR DenseNet of the paper (architectures.md 2.9-2.12), written once for every convolution type.
 
-A dense layer is BN -> ReLU -> ``conv(in_channels, k)`` and appends its ``k`` new channels to its input.
+A dense layer is BN -> ReLU -> ``conv(in_channels, k)`` and appends its ``k`` new channels to its input;
+with ``--bottleneck`` (DenseNet-BC) it is BN -> ReLU -> 1x1 conv (C -> 4k) -> BN -> ReLU -> ``conv(4k, k)``,
+with half as many layers per block, and the transitions compress C to floor(``--reduction`` x C).
 The registered models differ only in that conv factory and in the transition: dense 3x3 (``DenseNet``),
 a basis convolution slicing one network-wide basis (``DenseNet_Basis``, with its residual two-conv
 transition), SIC chains (``DenseNet_Factor``) and grouped + 1x1 pairs (``DenseNet_Group``).
@@ -21,17 +23,25 @@ from .checkpoint import GROUP_PAIR_KEYS
 from .init import init_kaiming
 from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
 
+BOTTLENECK_WIDTH = 4  # DenseNet-BC: the 1x1 conv makes 4k channels for the 3x3 conv
 LayerConv = Callable[[int, int], nn.Module]  # (in_channels, growth) -> module
 Transition = Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> module
 
 
 class DenseLayer(nn.Module):
-    """BN -> ReLU -> conv (C -> k), output = [input, new channels]."""
+    """BN -> ReLU -> conv (C -> k), output = [input, new channels].  ``bottleneck``: BN -> ReLU -> 1x1 conv
+    (C -> 4k) -> BN -> ReLU -> conv (4k -> k) instead."""
 
-    def __init__(self, in_channels: int, growth: int, conv: LayerConv):
+    def __init__(self, in_channels: int, growth: int, conv: LayerConv, bottleneck: bool = False):
         super().__init__()
-        self.body = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
-                                  conv(in_channels, growth))
+        if bottleneck:
+            width = BOTTLENECK_WIDTH * growth
+            self.body = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+                                      nn.Conv2d(in_channels, width, 1, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(inplace=True), conv(width, growth))
+        else:
+            self.body = nn.Sequential(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+                                      conv(in_channels, growth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.body(x)], 1)
@@ -58,9 +68,10 @@ class ResidualTransition(nn.Module):
         return self.pool(self.body(x) + x)
 
 
-def layer_widths(depth: int, k: int, reduction: float = 1) -> list:
-    """Input widths of the dense layers, one list per block (a transition maps C to floor(reduction C))."""
-    n = check_depth("DenseNet", depth, 4, 3)
+def layer_widths(depth: int, k: int, reduction: float = 1, bottleneck: bool = False) -> list:
+    """Input widths of the dense layers, one list per block (a transition maps C to floor(reduction C));
+    ``(depth - 4) / 3`` layers per block, half as many with ``bottleneck`` (two convs per layer)."""
+    n = check_depth("DenseNet-BC" if bottleneck else "DenseNet", depth, 4, 6 if bottleneck else 3)
     blocks, width = [], 2 * k
     for block in range(3):
         blocks.append([width + i * k for i in range(n)])
@@ -75,14 +86,15 @@ class DenseNet(nn.Module):
     transitions between them, BN -> ReLU -> avg-pool 8, linear classifier."""
 
     def __init__(self, depth: int, num_classes: int, k: int, reduction: float, conv: LayerConv,
-                 transition: Transition = plain_transition, shared: Optional[Dict[str, nn.Module]] = None):
+                 transition: Transition = plain_transition, shared: Optional[Dict[str, nn.Module]] = None,
+                 bottleneck: bool = False):
         super().__init__()
-        blocks = layer_widths(depth, k, reduction)
+        blocks = layer_widths(depth, k, reduction, bottleneck)
         for name, module in (shared or {}).items():
             self.add_module(name, module)
         features = [nn.Conv2d(3, 2 * k, 3, padding=1, bias=False)]
         for block, widths in enumerate(blocks):
-            features.append(nn.Sequential(*(DenseLayer(c, k, conv) for c in widths)))
+            features.append(nn.Sequential(*(DenseLayer(c, k, conv, bottleneck) for c in widths)))
             if block < 2:
                 features.append(transition(widths[-1] + k, blocks[block + 1][0]))
         width = blocks[-1][-1] + k
@@ -96,17 +108,16 @@ class DenseNet(nn.Module):
 
 # ---------------------------------------------------------------------------- the four conv choices
 def _check(args) -> None:
+    cifar_num_classes(args)  # refuses ImageNet first
     check_positive("--k", args.k)
-    if args.bottleneck:
-        raise OptionError("--bottleneck (DenseNet-BC) is not implemented; drop it (and use a template "
-                          "without BC)")
     if not 0 < args.reduction <= 1:
         raise OptionError(f"--reduction {args.reduction} must be in (0, 1]")
 
 
 def _build(args, conv: LayerConv, transition: Transition = plain_transition, shared=None) -> DenseNet:
     _check(args)
-    model = DenseNet(args.depth, cifar_num_classes(args), args.k, args.reduction, conv, transition, shared)
+    model = DenseNet(args.depth, cifar_num_classes(args), args.k, args.reduction, conv, transition, shared,
+                     args.bottleneck)
     init_kaiming(model)
     return model
 
@@ -118,7 +129,14 @@ def build_densenet(args) -> DenseNet:
 def build_densenet_basis(args) -> DenseNet:
     """One basis ``(n_basis, k (3n + 1) / n_group, k_size1, k_size1)`` for the whole network; a layer with
     C inputs convolves its ``n_group`` splits of C / n_group channels with the first (``--inverse_index``:
-    last) C / n_group basis channels, then BN -> ReLU -> projection ``k_size2 x k_size2``."""
+    last) C / n_group basis channels, then BN -> ReLU -> projection ``k_size2 x k_size2``.  No DenseNet-BC
+    form: the official one left the bottleneck's 3x3 convolutions dense (nothing compressed)."""
+    _check(args)
+    if args.bottleneck:
+        raise OptionError("--bottleneck with --model DenseNet_Basis is refused: the official "
+                          "DenseNet_Basis-BC leaves every 3x3 convolution dense (it compresses nothing); "
+                          "use DenseNet_Basis without --bottleneck, or DenseNet, DenseNet_Factor or "
+                          "DenseNet_Group with --bottleneck")
     if args.reduction != 1:
         raise OptionError(f"--reduction {args.reduction}: DenseNet_Basis transitions are residual and keep "
                           "the width; use --reduction 1")
@@ -150,9 +168,16 @@ def _groups(in_channels: int, group_size: int) -> int:
     return 3 if in_channels <= 252 else group_size
 
 
+def _conv_inputs(args) -> list:
+    """Input widths of the 3x3 convolutions the factory makes (4k everywhere in DenseNet-BC)."""
+    widths = [c for block in layer_widths(args.depth, args.k, args.reduction, args.bottleneck) for c in block]
+    return [BOTTLENECK_WIDTH * args.k] * len(widths) if args.bottleneck else widths
+
+
 def build_densenet_group(args) -> DenseNet:
     """Grouped 3x3 (C -> k) and 1x1 (k -> k); ``--group_size`` is a number of GROUPS here (see _groups)."""
-    for c in (c for block in layer_widths(args.depth, args.k, args.reduction) for c in block):
+    _check(args)
+    for c in _conv_inputs(args):
         groups = _groups(c, args.group_size)
         if c % groups or args.k % groups:
             raise OptionError(f"--group_size {args.group_size}, --k {args.k}: {groups} groups must divide "

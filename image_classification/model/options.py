@@ -29,15 +29,25 @@ def check_positive(option: str, value: int) -> None:
         raise OptionError(f"{option} {value!r} must be a positive integer")
 
 
-def cifar_num_classes(args) -> int:
-    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100); these models are built
-    for 32x32 inputs, so ImageNet is refused."""
-    from image_classification.data import num_classes
+def is_imagenet(args) -> bool:
+    """Whether the options ask for the ImageNet version of a model (224x224 inputs, 1000 classes)."""
+    return args.data_train == "ImageNet"
 
-    if args.data_train == "ImageNet":
-        raise OptionError(f"--model {args.model} is a CIFAR model (32x32 inputs); ImageNet models are not "
-                          "implemented, use --data_train CIFAR10, CIFAR100, Synthetic or Digits")
-    return num_classes(args.data_train)
+
+def num_classes(args) -> int:
+    """The classifier size for ``--data_train`` (CIFAR10 -> 10, CIFAR100 -> 100, ImageNet -> 1000)."""
+    from image_classification.data import num_classes as of_data_set
+
+    return of_data_set(args.data_train)
+
+
+def cifar_num_classes(args) -> int:
+    """:func:`num_classes` for a model that exists for 32x32 inputs only: ImageNet is refused."""
+    if is_imagenet(args):
+        raise OptionError(f"--model {args.model} has no ImageNet version (the official one only resizes the "
+                          "classifier of the CIFAR model); use --data_train CIFAR10, CIFAR100, Synthetic or "
+                          "Digits, or an ImageNet model (ResNet*, VGG*)")
+    return num_classes(args)
 
 
 def check_kernel(option: str, value: int) -> None:

@@ -1,9 +1,10 @@
-"""The CIFAR ResNet of the paper (architectures.md 2.5-2.8), written once for every convolution type.
+"""The ResNets of the paper (architectures.md 2.5-2.8), written once for every convolution type.
 
-``ResNet`` takes a conv factory ``conv(in_channels, out_channels, stride, stage) -> nn.Module`` for the
-two 3x3 convolutions of every residual block; the four registered models differ only in that factory:
-dense (``ResNet``), basis with one basis per stage (``ResNet_Basis``), SIC chains (``ResNet_Factor``) and
-grouped + 1x1 pairs (``ResNet_Group``).  Stem and classifier are the same for all.
+``ResNet`` (CIFAR) and ``ImageNetResNet`` (``resnet_imagenet.py``, with ``--data_train ImageNet``) take a
+conv factory ``conv(in_channels, out_channels, stride, stage) -> nn.Module`` for the 3x3 convolutions of
+their residual blocks; the four registered models differ only in that factory: dense (``ResNet``), basis
+with one basis per stage (``ResNet_Basis``), SIC chains (``ResNet_Factor``) and grouped + 1x1 pairs
+(``ResNet_Group``).  Everything else is the same for all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,17 @@ from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d
 
 from .checkpoint import GROUP_PAIR_KEYS
 from .init import init_kaiming
-from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
+from .options import (
+    check_depth,
+    check_divides,
+    check_kernel,
+    check_positive,
+    cifar_num_classes,
+    is_imagenet,
+    num_classes,
+)
+from .resnet_imagenet import LAYOUTS, ImageNetResNet, init_torchvision
+from .resnet_imagenet import WIDTHS as IMAGENET_WIDTHS
 
 WIDTHS = (16, 32, 64)
 ConvFactory = Callable[[int, int, int, int], nn.Module]
@@ -87,10 +98,10 @@ def dense_convs(args) -> ConvFactory:
     return lambda cin, cout, stride, stage: nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
 
 
-def stage_bases(args) -> Dict[str, Basis]:
-    """``basis1..3``: one basis per stage, ``(n_basis<i>, basis_size<i>, k, k)``."""
+def stage_bases(args, widths=WIDTHS) -> Dict[str, Basis]:
+    """``basis1..``: one basis per stage, ``(n_basis<i>, basis_size<i>, k, k)``."""
     bases = {}
-    for i, width in enumerate(WIDTHS, start=1):
+    for i, width in enumerate(widths, start=1):
         size, n_basis = getattr(args, f"basis_size{i}"), getattr(args, f"n_basis{i}")
         check_divides(f"--basis_size{i}", size, [width], f"stage-{i}")
         check_positive(f"--n_basis{i}", n_basis)
@@ -98,16 +109,18 @@ def stage_bases(args) -> Dict[str, Basis]:
     return bases
 
 
-def basis_convs(args, bases: Dict[str, Basis]) -> ConvFactory:
-    """Every conv borrows the basis of the stage whose width its INPUT has, so the first conv of stages
-    2 and 3 (still on the previous stage's width) uses the previous stage's basis."""
-    check_kernel("--k_size2", args.k_size2)
-    by_width = dict(zip(WIDTHS, bases.values()))
+def basis_convs(args, bases: Dict[str, Basis], widths=WIDTHS,
+                kernel_size2: Optional[int] = None) -> ConvFactory:
+    """Every conv borrows the basis of the stage whose width its INPUT has, so the first conv of a stage
+    that is still on the previous stage's width uses the previous stage's basis."""
+    kernel_size2 = args.k_size2 if kernel_size2 is None else kernel_size2
+    check_kernel("--k_size2", kernel_size2)
+    by_width = dict(zip(widths, bases.values()))
 
     def conv(cin, cout, stride, stage):
         basis = by_width[cin]
         return BasisConv2d(cin, cout, args.kernel_size, basis.width, basis.n_basis, stride,
-                           kernel_size2=args.k_size2, basis=basis)
+                           kernel_size2=kernel_size2, basis=basis)
     return conv
 
 
@@ -116,43 +129,57 @@ def factor_convs(args) -> ConvFactory:
                                                          bias=False, act=nn.ReLU, widen="last")
 
 
-def group_convs(args) -> ConvFactory:
-    """``--group_size`` channels per group in stage 3; the official code hard-wires 4 in stages 1-2."""
-    check_divides("--group_size", args.group_size, WIDTHS[1:], "stage-3 input")
+def group_convs(args, imagenet: bool = False) -> ConvFactory:
+    """CIFAR: ``--group_size`` channels per group in stage 3, 4 in stages 1-2 (hard-wired officially);
+    ImageNet: ``--group_size`` channels per group in all four stages."""
+    widths = IMAGENET_WIDTHS if imagenet else WIDTHS[1:]
+    check_divides("--group_size", args.group_size, widths, "3x3-conv input" if imagenet else "stage-3 input")
 
     def conv(cin, cout, stride, stage):
-        group_size = args.group_size if stage == 3 else 4
+        group_size = args.group_size if imagenet or stage == 3 else 4
         return GroupConv2d(cin, cout, args.kernel_size, stride, groups=cin // group_size)
     return conv
 
 
 # ---------------------------------------------------------------------------- registered builders
-def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = None, init=None) -> ResNet:
-    if args.bottleneck:
-        raise OptionError(f"--model {args.model}: bottleneck blocks (the ImageNet ResNets of the ResNet50/"
-                          "ResNet101 templates) are not implemented; these are CIFAR ResNets")
+def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = None, init=None) -> nn.Module:
     check_kernel("--kernel_size", args.kernel_size)
+    if is_imagenet(args):  # the block type follows the depth, whatever --bottleneck says
+        if args.depth not in LAYOUTS:
+            raise OptionError(f"--depth {args.depth}: the ImageNet ResNets have depth "
+                              f"{', '.join(map(str, LAYOUTS))}")
+        model = ImageNetResNet(args.depth, num_classes(args), conv, shared)
+        init_torchvision(model)
+        return model
+    if args.bottleneck:
+        raise OptionError(f"--model {args.model} --bottleneck: the CIFAR ResNets have basic blocks only; "
+                          "bottleneck ResNets are the ImageNet ones (--data_train ImageNet --depth 50, 101, "
+                          "152)")
     model = ResNet(args.depth, cifar_num_classes(args), conv, args.kernel_size, shared)
     if init is not None:
         init(model)
     return model
 
 
-def build_resnet(args) -> ResNet:
+def build_resnet(args) -> nn.Module:
     return _build(args, dense_convs(args))
 
 
-def build_resnet_basis(args) -> ResNet:
+def build_resnet_basis(args) -> nn.Module:
+    """CIFAR: ``--k_size2`` x ``--k_size2`` projections; ImageNet: 1x1 projections (the paper's choice)."""
+    if is_imagenet(args):
+        bases = stage_bases(args, IMAGENET_WIDTHS)
+        return _build(args, basis_convs(args, bases, IMAGENET_WIDTHS, kernel_size2=1), shared=bases)
     bases = stage_bases(args)
     return _build(args, basis_convs(args, bases), shared=bases, init=init_kaiming)
 
 
-def build_resnet_factor(args) -> ResNet:
+def build_resnet_factor(args) -> nn.Module:
     return _build(args, factor_convs(args))
 
 
-def build_resnet_group(args) -> ResNet:
-    return _build(args, group_convs(args), init=init_kaiming)
+def build_resnet_group(args) -> nn.Module:
+    return _build(args, group_convs(args, is_imagenet(args)), init=init_kaiming)
 
 
 # Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).

@@ -1,4 +1,7 @@
-"""The CIFAR VGG of the paper (architectures.md 2.1-2.4), written once for every convolution type.
+"""The VGG of the paper (architectures.md 2.1-2.4), written once for every convolution type.
+
+With ``--data_train ImageNet`` the same features get torchvision's ImageNet head (``vgg16``/``vgg19``
+for the dense baseline, whose flat torchvision keys ``torchvision_key`` maps onto ours).
 
 ``VGG`` takes a layer factory ``layer(index, in_channels, out_channels)`` for its numbered entries
 (indices count the max-pools too, as the official ``features.<i>`` keys do).  The baseline uses
@@ -9,7 +12,8 @@ SIC chain (``VGG_Factor``) or a grouped + 1x1 pair (``VGG_Group``), each with BN
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -18,7 +22,7 @@ from filter_basis.errors import OptionError
 from filter_basis.layers import BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
 from .init import init_vgg
-from .options import check_divides, check_kernel, check_positive, cifar_num_classes
+from .options import check_divides, check_kernel, check_positive, cifar_num_classes, is_imagenet, num_classes
 
 CONFIGS = {
     "11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -33,9 +37,11 @@ Layer = Callable[[int, int, int], nn.Module]  # (index, in_channels, out_channel
 
 
 class VGG(nn.Module):
-    """The entries of ``config`` (widths and "M" for 2x2 max-pooling), then a linear classifier."""
+    """The entries of ``config`` (widths and "M" for 2x2 max-pooling), then a linear classifier (CIFAR)
+    or, with ``imagenet``, torchvision's 7x7 adaptive average pooling and three-layer classifier
+    (``classifier.0/3/6``: 25088 -> 4096 -> 4096 -> classes, ReLU and dropout between)."""
 
-    def __init__(self, config: list, num_classes: int, layer: Layer):
+    def __init__(self, config: list, num_classes: int, layer: Layer, imagenet: bool = False):
         super().__init__()
         features, width = [], 3
         for index, entry in enumerate(config):
@@ -45,10 +51,20 @@ class VGG(nn.Module):
                 features.append(layer(index, width, entry))
                 width = entry
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Linear(width, num_classes)
+        if imagenet:
+            self.avgpool = nn.AdaptiveAvgPool2d(7)
+            self.classifier = nn.Sequential(
+                nn.Linear(width * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(),
+                nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, num_classes))
+        else:
+            self.avgpool = None
+            self.classifier = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.features(x), 1))
+        x = self.features(x)
+        if self.avgpool is not None:
+            x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
 
 
 def _config(args) -> list:
@@ -73,12 +89,21 @@ def _last_plain(args) -> int:
     return LAST_PLAIN[args.vgg_decom_type]
 
 
+def _vgg(args, layer: Layer) -> VGG:
+    """The CIFAR VGG, or with ``--data_train ImageNet`` the ImageNet one (same features, torchvision's
+    head)."""
+    config = _config(args)
+    if is_imagenet(args):
+        return VGG(config, num_classes(args), layer, imagenet=True)
+    return VGG(config, cifar_num_classes(args), layer)
+
+
 def _compressed(args, decomposed: Layer, init=init_vgg) -> VGG:
     """Entries up to the ``--vgg_decom_type`` threshold plain (conv -> BN -> ReLU), the rest decomposed."""
     last_plain = _last_plain(args)
     plain = _plain(args, batch_norm=True)
-    model = VGG(_config(args), cifar_num_classes(args),
-                lambda i, cin, cout: plain(i, cin, cout) if i <= last_plain else decomposed(i, cin, cout))
+    model = _vgg(args, lambda i, cin, cout: plain(i, cin, cout) if i <= last_plain
+                 else decomposed(i, cin, cout))
     if init is not None:
         init(model)
     return model
@@ -93,7 +118,8 @@ def _decomposed_inputs(args) -> list:
 
 
 def build_vgg(args) -> VGG:
-    model = VGG(_config(args), cifar_num_classes(args), _plain(args, batch_norm=False))
+    """conv -> ReLU entries, no BatchNorm (the official baseline; on ImageNet torchvision's vgg<type>)."""
+    model = _vgg(args, _plain(args, batch_norm=False))
     init_vgg(model)
     return model
 
@@ -133,3 +159,21 @@ OFFICIAL_KEYS = {
     "VGG_Factor": [(r"\.conv\.0\.body\.", ".layers.")],
     "VGG_Group": [(r"\.conv\.0\.", ".grouped."), *_MID_PROJECTION_POST],
 }
+
+
+def torchvision_key(args) -> Callable[[str], Optional[str]]:
+    """torchvision's ``vgg<type>`` keys -> ours: its flat ``features.<j>`` (conv, ReLU and pool modules
+    counted one by one) -> our entry ``features.<i>.0``; ``classifier.0/3/6`` are the same; our own keys
+    pass unchanged."""
+    entries, flat = {}, 0
+    for index, entry in enumerate(_config(args)):
+        if entry != "M":
+            entries[flat] = index
+        flat += 1 if entry == "M" else 2  # conv + ReLU
+
+    def rename(key: str) -> str:
+        found = re.fullmatch(r"features\.(\d+)\.(weight|bias)", key)
+        if found is None or int(found.group(1)) not in entries:
+            return key
+        return f"features.{entries[int(found.group(1))]}.0.{found.group(2)}"
+    return rename
