@@ -20,6 +20,8 @@ from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import forced_form
+
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -181,7 +183,7 @@ def _count_flops(model: nn.Module, input_size: tuple):
     handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), forced_form("decomposed"), counter:
             functional_call(model, tensors, (x,), tie_weights=False, strict=False)
     finally:
         for handle in handles:
