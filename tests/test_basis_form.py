@@ -1,6 +1,7 @@
 """BasisConv2d computed decomposed or merged: same function, same gradients, the cheaper form chosen."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from randomize import randomize
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from filter_basis import summarize
+from filter_basis.complexity import summarize, training_flops
 from filter_basis.layers import Basis, BasisConv2d, forced_form, norm_act, set_basis_form
 
 
@@ -174,3 +175,40 @@ def test_summarize_counts_the_decomposed_form_whatever_the_layers_run_in():
         set_basis_form(model, form)
         counts.add(summarize(model, (16, 8, 8)).flops)
     assert counts == {model.form_flops(64)[0]}
+
+
+def test_training_flops_count_forward_and_backward_in_the_training_form():
+    layer = _layer()
+    positions = layer.output_positions((2, 8, 9, 9))
+    per_basis = 2 * 2 * 5 * 4 * 9 * positions
+    per_projection = 2 * 6 * 10 * positions
+    # the input needs no gradient: the basis convolution computes only its weight gradient
+    set_basis_form(layer, "decomposed")
+    flops, forms = training_flops(layer, (8, 9, 9), batch=2)
+    assert (flops, forms) == ((2 * per_basis + 3 * per_projection) // 2, {"": "decomposed"})
+    set_basis_form(layer, "merged")
+    _, merged = layer.form_flops(positions)
+    compose = 2 * 6 * 2 * 5 * 4 * 9
+    flops, forms = training_flops(layer, (8, 9, 9), batch=2)
+    assert (flops, forms) == ((2 * (merged - compose) + 3 * compose) // 2, {"": "merged"})
+    assert layer.training
+
+
+def test_summary_keeps_forward_flops_and_adds_training_keys(capsys):
+    from filter_basis.engine import run
+    from image_classification import option
+    from image_classification.main import TREE
+
+    seen = {}
+    for form in ("decomposed", "merged", "auto"):
+        args = option.parse_args(["--model", "ResNet_Basis", "--depth", "20", "--k_size2", "1", "--summary",
+                                  "--data_train", "Synthetic", "--basis_form", form])
+        run(TREE, args)
+        info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert len(info["basis_forms"]) == 18
+        if form != "auto":
+            assert set(info["basis_forms"].values()) == {form}
+        seen[form] = info
+    assert len({info["flops"] for info in seen.values()}) == 1  # the forward count does not depend on it
+    trains = {form: info["train_flops"] for form, info in seen.items()}
+    assert trains["auto"] == min(trains.values()) < trains["decomposed"]

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import UserError
+from ..layers import set_basis_form
 from ..registry import Registry
 from .checkpoint import seed_everything
 from .device import Runtime, use_cuda
@@ -76,6 +77,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
     model = tree.build_model(args)
+    set_basis_form(model, args.basis_form)
     pretrained = getattr(args, tree.pretrained_option)
     if is_given(pretrained):
         tree.load_pretrained(model, pretrained, args)

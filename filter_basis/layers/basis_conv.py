@@ -19,7 +19,6 @@ from .. import decompose
 from .checks import check_positive_ints
 from .norm_act import ModuleFactory, build_slot
 
-
 FORMS = ("auto", "decomposed", "merged")
 _forced_form: Optional[str] = None  # set by forced_form(): overrides every layer's own ``form``
 
@@ -139,9 +138,10 @@ class BasisConv2d(nn.Module):
     Every configuration error raises ``ValueError`` at construction, naming the layer and the numbers.
     ``reconstruction_error`` holds the relative weight error of a layer made by :meth:`from_conv`.
 
-    ``form`` says how a :attr:`mergeable` layer (no ``mid``, 1x1 projection) computes its forward: ``'decomposed'`` (basis
-    convolution, then projection), ``'merged'`` (one dense convolution with the weight and bias composed
-    from basis and projection on every call, so gradients reach both) or ``'auto'`` (the class default:
+    ``form`` says how a :attr:`mergeable` layer (no ``mid``, 1x1 projection) computes its forward:
+    ``'decomposed'`` (basis convolution, then projection), ``'merged'`` (one dense convolution with the
+    weight and bias composed from basis and projection on every call, so gradients reach both) or
+    ``'auto'`` (the class default:
     whichever :meth:`form_flops` counts cheaper for the input shape, decided once per shape).  Both
     forms compute the same function from the same parameters; other layers are always decomposed.
     """
