@@ -8,8 +8,9 @@ a data set is built; nothing is downloaded unless ``--download`` is given.  ``--
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from filter_basis.engine.options import test_set_names
@@ -17,8 +18,9 @@ from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
 from . import cifar, synthetic
+from .batches import DeviceBatches
 from .imagenet import imagenet
-from .transforms import cifar_transform, imagenet_transform
+from .transforms import cifar_batch_transform, cifar_transform, imagenet_transform
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DatasetSpec:
     build: Callable[..., Dataset]  # build(args, train, transform) -> Dataset
     transform: Callable[..., object]  # transform(train, flip) -> callable
     num_classes: int
+    # batch_transform(train, flip) -> CropFlipNormalize: in-memory sets augmented by batch on the device
+    batch_transform: Optional[Callable[..., object]] = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set", "--data_train/--data_test")
@@ -47,11 +51,11 @@ def _imagenet(args, train: bool, transform) -> Dataset:
     return imagenet(args.dir_data, train, transform)
 
 
-DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), cifar_transform, 10))
-DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 100))
+DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), cifar_transform, 10, cifar_batch_transform))
+DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 100, cifar_batch_transform))
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
 DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
-                                          cifar_transform, synthetic.NUM_CLASSES))
+                                          cifar_transform, synthetic.NUM_CLASSES, cifar_batch_transform))
 
 
 def num_classes(name: str) -> int:
@@ -85,3 +89,16 @@ def build_train_set(args) -> Dataset:
 def build_test_sets(args) -> Dict[str, Dataset]:
     """The test split of every ``+``-separated name in ``--data_test``, keyed by name."""
     return {name: _build(name, args, train=False) for name in test_set_names(args)}
+
+
+def device_loader(name: str, dataset: Dataset, train: bool, batch_size: int, sampler, args,
+                  device: torch.device) -> Optional[DeviceBatches]:
+    """Batches made on ``device`` for a set with a batch transform (CIFAR, Synthetic, ...), else None
+    (the engine then uses a DataLoader with the per-image transform).  The augmentation generator's
+    seed is drawn from the (seeded, per-process) torch generator."""
+    spec = DATASETS.get(name)
+    if spec.batch_transform is None:
+        return None
+    seed = int(torch.randint(0, 2**62, (1,))) if train else 0
+    return DeviceBatches(dataset, batch_size, sampler, spec.batch_transform(train, flip=not args.no_flip),
+                         device, seed)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from .batches import CropFlipNormalize
+
 CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -19,13 +21,21 @@ def _pipeline(augment: list, mean: tuple, std: tuple) -> v2.Compose:
                        v2.Normalize(mean, std)])
 
 
-def cifar_transform(train: bool, flip: bool = True) -> v2.Compose:
+def cifar_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
+                    std: tuple = CIFAR_STD) -> v2.Compose:
     """Training: random 32x32 crop of the image zero-padded by 4 (black in pixel space), then a random
-    horizontal flip unless ``flip`` is off; always: [0, 1] scaling and the CIFAR normalisation."""
+    horizontal flip unless ``flip`` is off; always: [0, 1] scaling and the CIFAR normalisation (or the
+    ``mean``/``std`` of another CIFAR-shaped set)."""
     augment = [v2.RandomCrop(32, padding=4, fill=0)] if train else []
     if train and flip:
         augment.append(v2.RandomHorizontalFlip())
-    return _pipeline(augment, CIFAR_MEAN, CIFAR_STD)
+    return _pipeline(augment, mean, std)
+
+
+def cifar_batch_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
+                          std: tuple = CIFAR_STD) -> CropFlipNormalize:
+    """:func:`cifar_transform` for whole uint8 batches on the device (same distribution, same values)."""
+    return CropFlipNormalize(mean, std, size=32, padding=4 if train else 0, flip=train and flip)
 
 
 def imagenet_transform(train: bool, flip: bool = True) -> v2.Compose:
