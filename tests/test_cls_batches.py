@@ -101,6 +101,11 @@ def test_batches_follow_the_sampler_and_subsets():
     assert ids.tolist() == list(range(10, 33))
     assert torch.cat([labels for _, labels in batches]).tolist() == [i % 10 for i in range(10, 33)]
     assert loader.dataset is dataset and batches[0][0].dtype == torch.float32
+    assert batches[0][0].is_contiguous()
+    channels_last = DeviceBatches(dataset, 8, SequentialSampler(dataset), test, torch.device("cpu"), seed=0,
+                                  memory_format=torch.channels_last)
+    for (a, _), (b, _) in zip(batches, channels_last):
+        assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_distributed_shards_cover_the_set_once_per_epoch():
@@ -134,7 +139,7 @@ def test_generator_state_resumes_the_same_augmentation():
 
 
 def test_device_loader_only_for_sets_with_a_batch_transform():
-    args = argparse.Namespace(no_flip=False)
+    args = argparse.Namespace(no_flip=False, channels_last=False)
     dataset = _set(20)
     sampler = SequentialSampler(dataset)
     loader = device_loader("Synthetic", dataset, True, 8, sampler, args, torch.device("cpu"))

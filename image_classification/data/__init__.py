@@ -100,5 +100,6 @@ def device_loader(name: str, dataset: Dataset, train: bool, batch_size: int, sam
     if spec.batch_transform is None:
         return None
     seed = int(torch.randint(0, 2**62, (1,))) if train else 0
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     return DeviceBatches(dataset, batch_size, sampler, spec.batch_transform(train, flip=not args.no_flip),
-                         device, seed)
+                         device, seed, layout)

@@ -48,30 +48,40 @@ class CropFlipNormalize:
             flipped = torch.zeros(n, dtype=torch.bool, device=device)
         return top, left, flipped
 
-    def apply(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-              flipped: torch.Tensor) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flipped: torch.Tensor,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
         """``images`` (N, C, size, size) uint8 cropped at (top, left) of their zero-padded selves,
-        mirrored where ``flipped``, as normalised float32."""
+        mirrored where ``flipped``, as normalised float32 in ``memory_format``.
+
+        In pixel-major (channels_last) memory an output row is one run of ``size * C`` bytes of the padded
+        image (of its mirror image when flipped), so the crop is one row selection: a window view of the
+        flat padded batch indexed at each row's start.  Channels-last input costs no reordering.
+        """
         n, c, h, w = images.shape
         p, s = self.padding, self.size
         if (h, w) != (s, s):
             raise ValueError(f"batch augmentation for {s}x{s} images got {h}x{w}")
-        if p:
-            padded = torch.nn.functional.pad(images, (p, p, p, p))
+        pixels = images.permute(0, 2, 3, 1).contiguous()  # (N, H, W, C), a view for channels_last input
+        if p or flipped.any():
+            padded = torch.nn.functional.pad(pixels, (0, 0, p, p, p, p))  # (N, s + 2p, s + 2p, C)
             width = s + 2 * p
+            both = torch.cat([padded, padded.flip(2)]).reshape(-1)  # mirrored copies after the originals
+            rows = both.unfold(0, s * c, 1)  # every run of s * C bytes, a view
+            flipped = flipped.long()
+            # the mirror of a crop at `left` is the crop of the mirrored padded image at 2p - left
+            start = (torch.arange(n, device=images.device) + flipped * n) * (width * width * c) \
+                + torch.where(flipped.bool(), 2 * p - left, left) * c
             steps = torch.arange(s, device=images.device)
-            rows = top[:, None] + steps  # (N, s): padded row of each output row
-            cols = torch.where(flipped[:, None], left[:, None] + (s - 1) - steps, left[:, None] + steps)
-            index = (rows[:, :, None] * width + cols[:, None, :]).reshape(n, 1, s * s).expand(n, c, s * s)
-            images = padded.reshape(n, c, width * width).gather(2, index).reshape(n, c, s, s)
-        elif flipped.any():
-            images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+            offsets = start[:, None] + (top[:, None] + steps) * (width * c)  # (N, s): each output row
+            pixels = rows.index_select(0, offsets.reshape(-1)).reshape(n, s, s, c)
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-        return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+        out = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format)
+        return out.mul_(1.0 / 255).sub_(mean).div_(std)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(images, *self.draw(images.shape[0], generator))
+    def __call__(self, images: torch.Tensor, generator: torch.Generator,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        return self.apply(images, *self.draw(images.shape[0], generator), memory_format=memory_format)
 
 
 def in_memory_source(dataset: Dataset) -> Optional[tuple]:
@@ -90,24 +100,28 @@ class DeviceBatches:
     """Batches ``(images, labels)`` of an in-memory set, made on ``device`` in the order of ``sampler``.
 
     Behaves like the DataLoader it replaces for the training loop: ``len()`` batches per epoch (the last
-    one short, nothing dropped), ``dataset`` and ``sampler`` as a DataLoader has them, and ``state_dict()`` /
+    one short, nothing dropped), ``dataset`` and ``sampler`` as a DataLoader has them, images in
+    ``memory_format`` (channels_last with ``--channels_last``, saving the engine a conversion), and ``state_dict()`` /
     ``load_state_dict()`` carrying the augmentation generator for an exact resume.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, sampler, transform: CropFlipNormalize,
-                 device: torch.device, seed: int):
+                 device: torch.device, seed: int,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         source = in_memory_source(dataset)
         if source is None:
             raise ValueError(f"DeviceBatches needs an in-memory image set, got {type(dataset).__name__}")
         self.dataset = dataset  # items as the per-image pipeline makes them, like DataLoader.dataset
         images, self.index = source
-        self.images = images.images.to(device)  # the whole uint8 set, once
+        # the whole uint8 set, once, pixel-major (N, H, W, C) as the crop reads it
+        self.pixels = images.images.to(device).permute(0, 2, 3, 1).contiguous()
         self.labels = images.labels.to(device)
         self.index = self.index.to(device)
         self.batch_size = batch_size
         self.sampler = sampler
         self.transform = transform
         self.device = device
+        self.memory_format = memory_format
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 
@@ -117,7 +131,8 @@ class DeviceBatches:
     def __iter__(self):
         order = torch.as_tensor(list(self.sampler), dtype=torch.long).to(self.device)
         for positions in self.index[order].split(self.batch_size):
-            yield self.transform(self.images[positions], self.generator), self.labels[positions]
+            images = self.pixels.index_select(0, positions).permute(0, 3, 1, 2)  # NCHW, channels_last
+            yield self.transform(images, self.generator, self.memory_format), self.labels[positions]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
