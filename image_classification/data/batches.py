@@ -101,8 +101,8 @@ class DeviceBatches:
 
     Behaves like the DataLoader it replaces for the training loop: ``len()`` batches per epoch (the last
     one short, nothing dropped), ``dataset`` and ``sampler`` as a DataLoader has them, images in
-    ``memory_format`` (channels_last with ``--channels_last``, saving the engine a conversion), and ``state_dict()`` /
-    ``load_state_dict()`` carrying the augmentation generator for an exact resume.
+    ``memory_format`` (channels_last with ``--channels_last``, saving the engine a conversion), and
+    ``state_dict()`` / ``load_state_dict()`` carrying the augmentation generator for an exact resume.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, sampler, transform: CropFlipNormalize,
