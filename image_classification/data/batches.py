@@ -48,41 +48,59 @@ class CropFlipNormalize:
             flipped = torch.zeros(n, dtype=torch.bool, device=device)
         return top, left, flipped
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The form a whole set is held in: ``(N, C, size, size)`` uint8 -> pixel-major ``(N, H, W, C)``
+        images zero-padded by ``padding``, followed by their mirror images when ``flip`` (2N of them)."""
+        _, _, h, w = images.shape
+        if (h, w) != (self.size, self.size):
+            raise ValueError(f"batch augmentation for {self.size}x{self.size} images got {h}x{w}")
+        p = self.padding
+        pixels = images.permute(0, 2, 3, 1)
+        held = torch.nn.functional.pad(pixels, (0, 0, p, p, p, p)) if p else pixels.contiguous()
+        return torch.cat([held, held.flip(2)]) if self.flip else held
+
+    def crop(self, held: torch.Tensor, positions: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+             flipped: torch.Tensor) -> torch.Tensor:
+        """Images ``positions`` of a :meth:`prepare`-d set, cropped at (top, left) of the padded image and
+        mirrored where ``flipped``: ``(n, size, size, C)`` uint8.
+
+        In pixel-major memory each output row is one run of ``size * C`` bytes of the padded image (of its
+        mirror image when flipped, where the crop at ``left`` becomes the crop at ``2 * padding - left``),
+        so the crop is one selection of rows from a window view of the held set.
+        """
+        s, p = self.size, self.padding
+        count, width, _, c = held.shape
+        n_images = count // 2 if self.flip else count
+        flipped = flipped.long()
+        start = (positions + flipped * n_images) * (width * width * c) \
+            + torch.where(flipped.bool(), 2 * p - left, left) * c
+        steps = torch.arange(s, device=held.device)
+        offsets = start[:, None] + (top[:, None] + steps) * (width * c)  # (n, s): each output row's start
+        rows = held.reshape(-1).unfold(0, s * c, 1)  # every run of s * C bytes, a view
+        return rows.index_select(0, offsets.reshape(-1)).reshape(-1, s, s, c)
+
+    def normalize(self, pixels: torch.Tensor,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """``(n, H, W, C)`` uint8 -> ``(n, C, H, W)`` float32 in ``memory_format``: scaled to [0, 1] and
+        normalised with the operations, in the order, of ``ToDtype(scale=True)`` and ``Normalize``."""
+        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=pixels.device)
+        std = torch.as_tensor(self.std, dtype=torch.float32, device=pixels.device)
+        if memory_format == torch.channels_last:  # channel-last arithmetic, then a free view
+            out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+            return out.permute(0, 3, 1, 2)
+        out = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        return out.mul_(1.0 / 255).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
     def apply(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flipped: torch.Tensor,
               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
         """``images`` (N, C, size, size) uint8 cropped at (top, left) of their zero-padded selves,
-        mirrored where ``flipped``, as normalised float32 in ``memory_format``.
-
-        In pixel-major (channels_last) memory an output row is one run of ``size * C`` bytes of the padded
-        image (of its mirror image when flipped), so the crop is one row selection: a window view of the
-        flat padded batch indexed at each row's start.  Channels-last input costs no reordering.
-        """
-        n, c, h, w = images.shape
-        p, s = self.padding, self.size
-        if (h, w) != (s, s):
-            raise ValueError(f"batch augmentation for {s}x{s} images got {h}x{w}")
-        pixels = images.permute(0, 2, 3, 1).contiguous()  # (N, H, W, C), a view for channels_last input
-        if p or flipped.any():
-            padded = torch.nn.functional.pad(pixels, (0, 0, p, p, p, p))  # (N, s + 2p, s + 2p, C)
-            width = s + 2 * p
-            both = torch.cat([padded, padded.flip(2)]).reshape(-1)  # mirrored copies after the originals
-            rows = both.unfold(0, s * c, 1)  # every run of s * C bytes, a view
-            flipped = flipped.long()
-            # the mirror of a crop at `left` is the crop of the mirrored padded image at 2p - left
-            start = (torch.arange(n, device=images.device) + flipped * n) * (width * width * c) \
-                + torch.where(flipped.bool(), 2 * p - left, left) * c
-            steps = torch.arange(s, device=images.device)
-            offsets = start[:, None] + (top[:, None] + steps) * (width * c)  # (N, s): each output row
-            pixels = rows.index_select(0, offsets.reshape(-1)).reshape(n, s, s, c)
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-        out = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=memory_format)
-        return out.mul_(1.0 / 255).sub_(mean).div_(std)
+        mirrored where ``flipped``, as normalised float32 in ``memory_format``."""
+        positions = torch.arange(images.shape[0], device=images.device)
+        return self.normalize(self.crop(self.prepare(images), positions, top, left, flipped), memory_format)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator,
                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
         return self.apply(images, *self.draw(images.shape[0], generator), memory_format=memory_format)
-
 
 def in_memory_source(dataset: Dataset) -> Optional[tuple]:
     """``(InMemoryImages, index of every item in it)`` for an in-memory set or a Subset of one, else None."""
@@ -113,8 +131,8 @@ class DeviceBatches:
             raise ValueError(f"DeviceBatches needs an in-memory image set, got {type(dataset).__name__}")
         self.dataset = dataset  # items as the per-image pipeline makes them, like DataLoader.dataset
         images, self.index = source
-        # the whole uint8 set, once, pixel-major (N, H, W, C) as the crop reads it
-        self.pixels = images.images.to(device).permute(0, 2, 3, 1).contiguous()
+        # the whole uint8 set, once, padded and with its mirror images as the crop reads it
+        self.held = transform.prepare(images.images.to(device))
         self.labels = images.labels.to(device)
         self.index = self.index.to(device)
         self.batch_size = batch_size
@@ -131,8 +149,9 @@ class DeviceBatches:
     def __iter__(self):
         order = torch.as_tensor(list(self.sampler), dtype=torch.long).to(self.device)
         for positions in self.index[order].split(self.batch_size):
-            images = self.pixels.index_select(0, positions).permute(0, 3, 1, 2)  # NCHW, channels_last
-            yield self.transform(images, self.generator, self.memory_format), self.labels[positions]
+            draws = self.transform.draw(len(positions), self.generator)
+            pixels = self.transform.crop(self.held, positions, *draws)
+            yield self.transform.normalize(pixels, self.memory_format), self.labels[positions]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
