@@ -57,13 +57,15 @@ def test_draws_match_the_recovered_crops():
         assert torch.equal(drawn, found)
 
 
-def test_batch_equals_the_per_image_transform_with_the_same_offsets():
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_batch_equals_the_per_image_transform_with_the_same_offsets(memory_format):
     generator = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=generator)
     augment = cifar_batch_transform(train=True)
     top, left, flipped = augment.draw(16, generator)
     flipped[:2] = torch.tensor([True, False])  # both cases present
-    batch = augment.apply(images, top, left, flipped)
+    batch = augment.apply(images, top, left, flipped, memory_format)
+    assert batch.is_contiguous(memory_format=memory_format)
     normalise = cifar_transform(train=False)
     for i in range(16):
         image = TF.crop(TF.pad(images[i], [4], fill=0), int(top[i]), int(left[i]), 32, 32)

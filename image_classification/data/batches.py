@@ -48,47 +48,56 @@ class CropFlipNormalize:
             flipped = torch.zeros(n, dtype=torch.bool, device=device)
         return top, left, flipped
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """The form a whole set is held in: ``(N, C, size, size)`` uint8 -> pixel-major ``(N, H, W, C)``
-        images zero-padded by ``padding``, followed by their mirror images when ``flip`` (2N of them)."""
+    def prepare(self, images: torch.Tensor,
+                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """The form a whole set is held in: ``(N, C, size, size)`` uint8 zero-padded by ``padding``,
+        followed by the mirror images when ``flip`` (2N images), in ``memory_format`` (the batches')."""
         _, _, h, w = images.shape
         if (h, w) != (self.size, self.size):
             raise ValueError(f"batch augmentation for {self.size}x{self.size} images got {h}x{w}")
         p = self.padding
-        pixels = images.permute(0, 2, 3, 1)
-        held = torch.nn.functional.pad(pixels, (0, 0, p, p, p, p)) if p else pixels.contiguous()
-        return torch.cat([held, held.flip(2)]) if self.flip else held
+        held = torch.nn.functional.pad(images, (p, p, p, p)) if p else images
+        if self.flip:
+            held = torch.cat([held, held.flip(3)])
+        return held.contiguous(memory_format=memory_format)
 
     def crop(self, held: torch.Tensor, positions: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
              flipped: torch.Tensor) -> torch.Tensor:
-        """Images ``positions`` of a :meth:`prepare`-d set, cropped at (top, left) of the padded image and
-        mirrored where ``flipped``: ``(n, size, size, C)`` uint8.
+        """Images ``positions`` of a :meth:`prepare`-d set cropped at (top, left) of the padded image and
+        mirrored where ``flipped``: ``(n, C, size, size)`` uint8 in the held set's memory format.
 
-        In pixel-major memory each output row is one run of ``size * C`` bytes of the padded image (of its
-        mirror image when flipped, where the crop at ``left`` becomes the crop at ``2 * padding - left``),
-        so the crop is one selection of rows from a window view of the held set.
+        Each output row is one run of memory in the held set: ``size`` bytes of one channel (NCHW), or
+        ``size * C`` bytes of all channels (channels_last), of the padded image, or of its mirror image when
+        flipped (where the crop at ``left`` becomes the crop at ``2 * padding - left``).  So the crop is
+        one selection of runs from a window view of the held set.
         """
         s, p = self.size, self.padding
-        count, width, _, c = held.shape
+        count, c, width, _ = held.shape
+        channels_last = not held.is_contiguous()
         n_images = count // 2 if self.flip else count
-        flipped = flipped.long()
-        start = (positions + flipped * n_images) * (width * width * c) \
-            + torch.where(flipped.bool(), 2 * p - left, left) * c
+        image = positions + flipped.long() * n_images
+        left = torch.where(flipped, 2 * p - left, left)
         steps = torch.arange(s, device=held.device)
-        offsets = start[:, None] + (top[:, None] + steps) * (width * c)  # (n, s): each output row's start
-        rows = held.reshape(-1).unfold(0, s * c, 1)  # every run of s * C bytes, a view
-        return rows.index_select(0, offsets.reshape(-1)).reshape(-1, s, s, c)
+        if channels_last:  # (n, s) runs of s * C bytes
+            flat = held.permute(0, 2, 3, 1).reshape(-1)
+            offsets = (image * (width * width * c) + left * c)[:, None] + (top[:, None] + steps) * (width * c)
+            runs = flat.unfold(0, s * c, 1).index_select(0, offsets.reshape(-1))
+            return runs.reshape(-1, s, s, c).permute(0, 3, 1, 2)
+        channel = torch.arange(c, device=held.device) * (width * width)  # (n, C, s) runs of s bytes
+        offsets = (image * (c * width * width) + left)[:, None, None] + channel[:, None] \
+            + ((top[:, None] + steps) * width)[:, None, :]
+        runs = held.reshape(-1).unfold(0, s, 1).index_select(0, offsets.reshape(-1))
+        return runs.reshape(-1, c, s, s)
 
-    def normalize(self, pixels: torch.Tensor,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-        """``(n, H, W, C)`` uint8 -> ``(n, C, H, W)`` float32 in ``memory_format``: scaled to [0, 1] and
-        normalised with the operations, in the order, of ``ToDtype(scale=True)`` and ``Normalize``."""
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(n, C, H, W)`` -> float32 in the same memory format, scaled to [0, 1] and normalised with
+        the operations, in the order, of ``ToDtype(scale=True)`` and ``Normalize``."""
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=pixels.device)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=pixels.device)
-        if memory_format == torch.channels_last:  # channel-last arithmetic, then a free view
-            out = pixels.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+        if not pixels.is_contiguous():  # channels_last: channel-last arithmetic on the (n, H, W, C) view
+            out = pixels.permute(0, 2, 3, 1).to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
             return out.permute(0, 3, 1, 2)
-        out = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        out = pixels.to(torch.float32)
         return out.mul_(1.0 / 255).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
     def apply(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flipped: torch.Tensor,
@@ -96,7 +105,8 @@ class CropFlipNormalize:
         """``images`` (N, C, size, size) uint8 cropped at (top, left) of their zero-padded selves,
         mirrored where ``flipped``, as normalised float32 in ``memory_format``."""
         positions = torch.arange(images.shape[0], device=images.device)
-        return self.normalize(self.crop(self.prepare(images), positions, top, left, flipped), memory_format)
+        held = self.prepare(images, memory_format)
+        return self.normalize(self.crop(held, positions, top, left, flipped))
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator,
                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
@@ -131,8 +141,8 @@ class DeviceBatches:
             raise ValueError(f"DeviceBatches needs an in-memory image set, got {type(dataset).__name__}")
         self.dataset = dataset  # items as the per-image pipeline makes them, like DataLoader.dataset
         images, self.index = source
-        # the whole uint8 set, once, padded and with its mirror images as the crop reads it
-        self.held = transform.prepare(images.images.to(device))
+        # the whole uint8 set, once, padded and with its mirror images, in the layout of the batches
+        self.held = transform.prepare(images.images.to(device), memory_format)
         self.labels = images.labels.to(device)
         self.index = self.index.to(device)
         self.batch_size = batch_size
@@ -151,7 +161,7 @@ class DeviceBatches:
         for positions in self.index[order].split(self.batch_size):
             draws = self.transform.draw(len(positions), self.generator)
             pixels = self.transform.crop(self.held, positions, *draws)
-            yield self.transform.normalize(pixels, self.memory_format), self.labels[positions]
+            yield self.transform.normalize(pixels), self.labels[positions]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
