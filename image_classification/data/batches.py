@@ -94,9 +94,12 @@ class CropFlipNormalize:
         the operations, in the order, of ``ToDtype(scale=True)`` and ``Normalize``."""
         mean = torch.as_tensor(self.mean, dtype=torch.float32, device=pixels.device)
         std = torch.as_tensor(self.std, dtype=torch.float32, device=pixels.device)
-        if not pixels.is_contiguous():  # channels_last: channel-last arithmetic on the (n, H, W, C) view
-            out = pixels.permute(0, 2, 3, 1).to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
-            return out.permute(0, 3, 1, 2)
+        if not pixels.is_contiguous():  # channels_last: arithmetic on (n * H, W * C) rows, then a free view
+            n, c, h, w = pixels.shape
+            rows = pixels.permute(0, 2, 3, 1).reshape(n * h, w * c).to(torch.float32)
+            # mean and std repeated along a pixel row: a 3-long innermost broadcast is ten times slower
+            rows.mul_(1.0 / 255).sub_(mean.repeat(w)).div_(std.repeat(w))
+            return rows.reshape(n, h, w, c).permute(0, 3, 1, 2)
         out = pixels.to(torch.float32)
         return out.mul_(1.0 / 255).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
 
