@@ -311,7 +311,7 @@ def format_table(record: dict) -> str:
         header = f"{'model':<28} {'batch':>5} {'samples/s':>10} {'data %':>7}  options"
         lines += [header, "-" * len(header)]
         for name, m in training["models"].items():
-            lines.append(f"{name:<28} {m['batch']:>5} {m['samples_per_s']:>10.1f} "
+            lines.append(f"{name:<28} {m['batch']:>5} {m['samples_per_s']:>10.4g} "
                          f"{100 * m['data_share']:>7.2f}  {m['options']}")
         if training["ratios"]:
             lines += ["", "ratios (median of per-round ratios):"]
