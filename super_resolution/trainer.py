@@ -38,6 +38,12 @@ class Trainer(engine.Trainer):
         return self_ensemble(forward, lr) if self.args.self_ensemble else forward(lr)
 
     def test_step(self, batch, meter, set_name: str) -> None:
+        if not getattr(self.test_loaders[set_name].dataset, "ground_truth", True):  # Demo: save, no metrics
+            lr, names = batch
+            sr = quantize(self.super_resolve(self.to_device(lr)).float(), self.args.rgb_range)
+            for i, name in enumerate(names):
+                self.save_image(sr[i], set_name, name)
+            return
         lr, hr, names = batch
         lr, hr = self.to_device(lr), self.to_device(hr, cast=False)  # HR only feeds the metrics: float32
         sr = quantize(self.super_resolve(lr).float(), self.args.rgb_range)

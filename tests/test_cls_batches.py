@@ -151,6 +151,9 @@ def test_device_loader_only_for_sets_with_a_batch_transform():
     assert device_loader("ImageNet", dataset, True, 8, sampler, args, cpu) is None
     args.no_flip = True
     assert not device_loader("CIFAR100", dataset, True, 8, sampler, args, cpu).transform.flip
+    args.no_flip = False
+    digits = device_loader("Digits", dataset, True, 8, sampler, args, cpu).transform  # crop, never a flip
+    assert digits.padding == 4 and not digits.flip and digits.mean != CIFAR_MEAN
 
 
 def test_refuses_a_set_that_is_not_in_memory():
@@ -161,3 +164,18 @@ def test_refuses_a_set_that_is_not_in_memory():
 
 def test_mean_and_std_are_the_cifar_ones_by_default():
     assert cifar_batch_transform(True).mean == CIFAR_MEAN and cifar_batch_transform(True).std == CIFAR_STD
+
+
+def test_digits_batches_equal_its_per_image_transform():
+    from image_classification.data.digits import digits_batch_transform, digits_transform
+
+    generator = torch.Generator().manual_seed(4)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    augment = digits_batch_transform(train=True)
+    top, left, flipped = augment.draw(8, generator)
+    assert not flipped.any()
+    batch = augment.apply(images, top, left, flipped)
+    normalise = digits_transform(train=False)
+    for i in range(8):
+        assert torch.equal(batch[i], normalise(TF.crop(TF.pad(images[i], [4], fill=0), int(top[i]), int(left[i]),
+                                                       32, 32)))

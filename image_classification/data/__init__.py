@@ -17,7 +17,7 @@ from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
-from . import cifar, synthetic
+from . import cifar, digits, synthetic
 from .batches import DeviceBatches
 from .imagenet import imagenet
 from .transforms import cifar_batch_transform, cifar_transform, imagenet_transform
@@ -56,6 +56,9 @@ DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 1
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
 DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
                                           cifar_transform, synthetic.NUM_CLASSES, cifar_batch_transform))
+DATASETS.register("Digits", DatasetSpec(lambda args, train, tf: digits.Digits(train, tf),
+                                       digits.digits_transform, digits.NUM_CLASSES,
+                                       digits.digits_batch_transform))
 
 
 def num_classes(name: str) -> int:

@@ -15,6 +15,7 @@ from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
+from . import demo, photos
 from .datasets import TrainingPatches, WholeImages
 from .decoded_cache import build_cache
 from .folders import benchmark_pairs, div2k_pairs, div2k_sub_pairs
@@ -34,6 +35,9 @@ for _name in ("Set5", "Set14", "B100", "Urban100"):
     TEST_SETS.register(_name, lambda args, name=_name: benchmark_pairs(args.dir_data, name, args.scale[0]))
 TEST_SETS.register("DIV2K", lambda args: div2k_pairs(args.dir_data, "valid", args.offset_val + 1,
                                                       args.offset_val + args.n_val, args.scale[0]))
+TRAIN_SETS.register("Photos", photos.train_pairs)
+TEST_SETS.register("Photos", photos.test_pairs)
+TEST_SETS.register("Demo", demo.demo_set)  # builds its own data set (no ground truth): see _test_set
 
 
 def _check_ext(args) -> None:
@@ -57,11 +61,17 @@ def build_train_set(args) -> Dataset:
                            repeat=epoch_repeat(len(pairs), args.batch_size, args.test_every))
 
 
+def _test_set(args, name: str) -> Dataset:
+    made = TEST_SETS.get(name)(args)
+    if isinstance(made, Dataset):  # Demo
+        return made
+    return WholeImages(made, scale=args.scale[0], n_colors=args.n_colors, rgb_range=args.rgb_range,
+                       benchmark=name != "DIV2K")
+
+
 def build_test_sets(args) -> Dict[str, Dataset]:
     _check_ext(args)
-    return {name: WholeImages(TEST_SETS.get(name)(args), scale=args.scale[0], n_colors=args.n_colors,
-                             rgb_range=args.rgb_range, benchmark=name != "DIV2K")
-            for name in test_set_names(args)}
+    return {name: _test_set(args, name) for name in test_set_names(args)}
 
 
 __all__ = ["TRAIN_SETS", "TEST_SETS", "build_train_set", "build_test_sets", "epoch_repeat"]
