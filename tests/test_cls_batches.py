@@ -177,5 +177,5 @@ def test_digits_batches_equal_its_per_image_transform():
     batch = augment.apply(images, top, left, flipped)
     normalise = digits_transform(train=False)
     for i in range(8):
-        assert torch.equal(batch[i], normalise(TF.crop(TF.pad(images[i], [4], fill=0), int(top[i]), int(left[i]),
-                                                       32, 32)))
+        crop = TF.crop(TF.pad(images[i], [4], fill=0), int(top[i]), int(left[i]), 32, 32)
+        assert torch.equal(batch[i], normalise(crop))
