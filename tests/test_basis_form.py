@@ -212,3 +212,11 @@ def test_summary_keeps_forward_flops_and_adds_training_keys(capsys):
     assert len({info["flops"] for info in seen.values()}) == 1  # the forward count does not depend on it
     trains = {form: info["train_flops"] for form, info in seen.items()}
     assert trains["auto"] == min(trains.values()) < trains["decomposed"]
+
+
+def test_auto_form_compiles_without_graph_breaks():
+    layer = _layer(in_channels=16, out_channels=16, basis_size=16, n_basis=24)
+    x = torch.randn(8, 16, 8, 8)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)  # fullgraph: a break raises
+    torch.testing.assert_close(compiled(x), layer(x))
+    assert layer.resolved_form(x.shape) == "merged"

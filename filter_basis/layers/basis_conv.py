@@ -310,15 +310,16 @@ class BasisConv2d(nn.Module):
         if form != "auto":
             return form
         key = tuple(input_shape)
-        compiling = torch.compiler.is_compiling()
+        if torch.compiler.is_compiling():  # decided while tracing; the compiled graph keeps the choice
+            return self._cheaper_form(key)
         cache = self.__dict__.setdefault("_auto_forms", {})
-        if compiling or key not in cache:
-            decomposed, merged = self.form_flops(self.output_positions(key))
-            choice = "merged" if merged <= decomposed else "decomposed"
-            if compiling:  # the choice is made while tracing; a compiled graph keeps it
-                return choice
-            cache[key] = choice
+        if key not in cache:
+            cache[key] = self._cheaper_form(key)
         return cache[key]
+
+    def _cheaper_form(self, input_shape: tuple) -> str:
+        decomposed, merged = self.form_flops(self.output_positions(input_shape))
+        return "merged" if merged <= decomposed else "decomposed"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
