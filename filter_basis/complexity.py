@@ -172,7 +172,8 @@ def training_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) 
         model.train()
         with torch.enable_grad(), counter:
             output = functional_call(model, tensors, (x,), tie_weights=False, strict=False)
-            output.float().sum().backward()
+            if output.requires_grad:  # a model without parameters (Bicubic) has no backward
+                output.float().sum().backward()
     finally:
         handle.remove()
         for module, flag in training.items():
