@@ -18,6 +18,7 @@ _EXPORTS = {
     "SIC": "filter_basis.layers",
     "GroupConv2d": "filter_basis.layers",
     "norm_act": "filter_basis.layers",
+    "set_basis_form": "filter_basis.layers",
     "basisify": "filter_basis.convert",
     "ConversionReport": "filter_basis.convert",
     "approximation_loss": "filter_basis.approx",

@@ -5,7 +5,9 @@ The forward pass runs on the ``meta`` device (parameters and buffers are swapped
 :func:`torch.func.functional_call`), so counting a 43M-parameter EDSR at 1280x720 takes no real compute
 and leaves the model untouched.  Parameters are counted by identity, so a tensor shared by several
 layers (a shared :class:`~filter_basis.layers.Basis`) counts once.  "Weight parameters" are the tensors
-with more than one dimension: the paper's way of counting (no biases, no normalisation).
+with more than one dimension: the paper's way of counting (no biases, no normalisation).  Basis layers
+count in their decomposed form, the compressed model's own FLOPs, whichever form they compute in;
+:func:`training_flops` counts a training step with the forms the layers train in.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode
+
+from .layers import forced_form
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
@@ -137,6 +141,66 @@ def summarize(model: nn.Module, input_size: Sequence[int], baseline: Optional[nn
     return summary
 
 
+def training_flops(model: nn.Module, input_size: Sequence[int], batch: int = 1) -> tuple:
+    """FLOPs of one training step's forward and backward per input, and the form of every basis layer.
+
+    The model runs in training mode on meta tensors (nothing of it changes) for a batch of ``batch``
+    inputs of shape ``input_size``, every :class:`~filter_basis.layers.BasisConv2d` in the form it
+    trains in (its ``form``; ``'auto'`` decides for this input shape).  Returns ``(flops per input,
+    {layer path: 'decomposed' or 'merged'})``; the per-step cost of composing merged weights is shared
+    by the batch.  Gradients of the input itself are not computed, as in training.
+    """
+    from .layers import BasisConv2d
+
+    tensors = _meta_tensors(model, requires_grad=True)
+    forms = {}
+    names = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BasisConv2d):
+            names.setdefault(module, name)
+
+    def record(module, args):
+        if module in names:
+            forms.setdefault(names[module], module.resolved_form(args[0].shape))
+
+    floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    x = torch.empty((batch, *input_size), dtype=floating[0] if floating else torch.float32, device="meta")
+    training = {module: module.training for module in model.modules()}
+    counter = FlopCounterMode(display=False)
+    handle = register_module_forward_pre_hook(record)
+    try:
+        model.train()
+        with torch.enable_grad(), counter:
+            output = functional_call(model, tensors, (x,), tie_weights=False, strict=False)
+            if output.requires_grad:  # a model without parameters (Bicubic) has no backward
+                output.float().sum().backward()
+    finally:
+        handle.remove()
+        for module, flag in training.items():
+            module.training = flag
+    return round(counter.get_total_flops() / batch), forms
+
+
+def _meta_tensors(model: nn.Module, requires_grad: bool = False) -> dict:
+    """A meta tensor for every parameter and buffer path; one per distinct tensor, so sharing stays.
+
+    Each distinct module's own tensors are swapped once, at the module's first path: a shared module
+    (e.g. a Basis used by several layers) listed under several paths would otherwise be swapped twice
+    and "restored" to the meta tensor."""
+    meta_by_id, tensors = {}, {}
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        for name, tensor in [*module.named_parameters(recurse=False),
+                             *module.named_buffers(recurse=False)]:
+            if id(tensor) not in meta_by_id:
+                meta = torch.empty_like(tensor, device="meta")
+                if requires_grad and isinstance(tensor, nn.Parameter) and tensor.requires_grad:
+                    meta.requires_grad_(True)
+                meta_by_id[id(tensor)] = meta
+            tensors[prefix + name] = meta_by_id[id(tensor)]
+    return tensors
+
+
 # ---------------------------------------------------------------------------------------------- FLOPs
 def _count_flops(model: nn.Module, input_size: tuple):
     """Run ``model`` once on meta tensors under FlopCounterMode and attribute the FLOPs to modules.
@@ -147,17 +211,7 @@ def _count_flops(model: nn.Module, input_size: tuple):
     is shared or called several times.
     """
     known = {module for module in model.modules()}
-    # Swap each distinct module's own tensors once, at the module's first path: a shared module
-    # (e.g. a Basis used by several layers) listed under several paths would otherwise be swapped twice
-    # and "restored" to the meta tensor.  One meta tensor per distinct tensor keeps any sharing.
-    meta_by_id, tensors = {}, {}
-    for path, module in model.named_modules():
-        prefix = f"{path}." if path else ""
-        for name, tensor in [*module.named_parameters(recurse=False),
-                             *module.named_buffers(recurse=False)]:
-            if id(tensor) not in meta_by_id:
-                meta_by_id[id(tensor)] = torch.empty_like(tensor, device="meta")
-            tensors[prefix + name] = meta_by_id[id(tensor)]
+    tensors = _meta_tensors(model)
     floating = [t.dtype for t in tensors.values() if t.is_floating_point()]
     x = torch.empty((1, *input_size), dtype=floating[0] if floating else torch.float32, device="meta")
 
@@ -181,7 +235,7 @@ def _count_flops(model: nn.Module, input_size: tuple):
     handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), forced_form("decomposed"), counter:
             functional_call(model, tensors, (x,), tie_weights=False, strict=False)
     finally:
         for handle in handles:

@@ -32,11 +32,12 @@ left with nothing becomes ``None``.
 
 Then every :class:`BasisConv2d` with nothing between basis and projection and a ``1 x 1`` projection is
 compared with the dense convolution it represents (``to_conv()``; a remaining ``post``, e.g. a ReLU,
-follows it) and takes the form with fewer FLOPs, counted by :func:`~filter_basis.complexity.summarize`
-(FlopCounterMode on meta tensors).  Both forms compute every output position with the same work, so the
-ratio does not depend on the resolution and one output position decides exactly; ties go to the dense
-form (one kernel call).  Layers with anything left between basis and projection (``mid``, e.g. BN and
-ReLU), or a wider projection kernel, stay decomposed; ``merge=False`` keeps every basis layer decomposed.
+follows it) and takes the form with fewer FLOPs per output position, by the rule the layer itself uses
+in training (:meth:`BasisConv2d.form_flops`, which counts as FlopCounterMode does).  Both forms compute
+every output position with the same work, so the ratio does not depend on the resolution; the weight is
+composed once here, so its cost does not count; ties go to the dense form (one kernel call).  Layers with
+anything left between basis and projection (``mid``, e.g. BN and ReLU), or a wider projection kernel, stay
+decomposed; ``merge=False`` keeps every basis layer decomposed (its ``form`` set to ``'decomposed'``).
 """
 
 from __future__ import annotations
@@ -373,30 +374,24 @@ def _choose_forms(model: nn.Module, result: FuseReport, merge: bool) -> nn.Modul
         if isinstance(module, BasisConv2d):
             paths.setdefault(id(module), (module, []))[1].append(name)
     for layer, names in paths.values():
-        position = _one_position(layer)
-        flops_decomposed = summarize(layer, position).flops
-        if layer.mid is not None or layer.kernel_size2 != 1:
+        flops_decomposed, flops_dense = layer.form_flops()  # per output position: the rule training uses
+        if not layer.mergeable:
             reason = "layers between basis and projection" if layer.mid is not None \
                 else f"kernel_size2 {layer.kernel_size2}"
             result.layers.append(BasisLayerForm(names[0], "decomposed", flops_decomposed, None, reason))
             continue
-        post, layer.post = layer.post, None
-        dense = layer.to_conv()
-        layer.post = post
-        flops_dense = summarize(dense, position).flops
         if flops_dense > flops_decomposed or not merge:
             reason = "fewer FLOPs decomposed" if flops_dense > flops_decomposed else "merge=False"
+            layer.form = "decomposed"
             result.layers.append(BasisLayerForm(names[0], "decomposed", flops_decomposed, flops_dense,
                                                 reason))
             continue
+        post, layer.post = layer.post, None
+        dense = layer.to_conv()
+        layer.post = post
         result.layers.append(BasisLayerForm(names[0], "dense", flops_decomposed, flops_dense,
                                             "fewer or equal FLOPs dense"))
         replacement = dense if post is None else nn.Sequential(dense, post)
         model = replace_module(model, layer, replacement)
     return model
 
-
-def _one_position(layer: BasisConv2d) -> tuple:
-    """An input size (C, H, W) for which the layer computes one output position (at least one)."""
-    height, width = (max(1, layer.kernel_size - 2 * p) for p in layer.padding)
-    return (layer.in_channels, height, width)

@@ -6,8 +6,10 @@
 #   scripts/gpu_check.sh OUTDIR
 #
 # OUTDIR receives env.txt (software and device), cuda_tests.log / cuda_tests.xml (pytest -m cuda),
-# benchmark_cuda.txt / benchmark_cuda.json (python -m filter_basis.benchmark --device cuda) and
-# train_cuda.txt (a short end-to-end training run on the GPU with mixed precision).
+# benchmark_cuda.txt / benchmark_cuda.json (python -m filter_basis.benchmark --device cuda),
+# train_bench_cuda.txt / .json (whole training steps of ResNet-56 and SRResNet, dense and Basis, bf16 +
+# channels_last, and the input pipeline alone), train_bench_compile_cuda.txt / .json (ResNet-56 Basis
+# with --compile) and train_cuda.txt (a short end-to-end training run on the GPU with mixed precision).
 #
 # Only the checkout travels to such a machine; the golden vectors are in tests/data/official. Pure-Python
 # wheels missing there (bicubic-pytorch) are taken from ./.whl (git-ignored) into a temporary folder,
@@ -41,8 +43,19 @@ timeout 100 "$py" -m pytest -m cuda -q -p no:cacheprovider -o addopts="" --conti
     --junitxml="$out/cuda_tests.xml" tests 2>&1 | tee "$out/cuda_tests.log" || status=1
 
 echo "== CUDA benchmark"
-timeout 40 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_cuda.json" 2>&1 \
+timeout 30 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_cuda.json" 2>&1 \
     | tee "$out/benchmark_cuda.txt" || status=1
+
+echo "== CUDA training-step benchmark (bf16 autocast, channels_last; data share of the step time)"
+timeout 70 "$py" -m filter_basis.benchmark --train --device cuda --amp bf16 --channels_last \
+    --models resnet56,resnet56-basis,resnet56-basis-decomposed,srresnet,srresnet-basis-32-32 \
+    --rounds 5 --steps 10 --warmup 3 --pipeline_batches 200 --workers 4 \
+    --json "$out/train_bench_cuda.json" 2>&1 | tee "$out/train_bench_cuda.txt" || status=1
+
+echo "== CUDA training-step benchmark with torch.compile (ResNet-56 Basis)"
+timeout 60 "$py" -m filter_basis.benchmark --train --device cuda --amp bf16 --channels_last --compile \
+    --models resnet56-basis --rounds 3 --steps 10 --warmup 3 --no_pipeline \
+    --json "$out/train_bench_compile_cuda.json" 2>&1 | tee "$out/train_bench_compile_cuda.txt" || status=1
 
 echo "== short CUDA training run (classification, synthetic data, bf16 autocast, channels_last)"
 tmp="$(mktemp -d)"

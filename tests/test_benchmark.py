@@ -1,5 +1,6 @@
 """The speed benchmark: runs end to end, writes its JSON, and its naive reference is the same layer."""
 
+import argparse
 import json
 
 import pytest
@@ -76,3 +77,51 @@ def test_runs_on_cuda(tmp_path, layout):
     data = json.loads(path.read_text())
     assert data["device"] == torch.cuda.get_device_name()
     assert all(record["naive_max_abs_diff"] < 1e-3 for record in data["shapes"])
+
+
+def test_train_benchmark_runs_whole_steps_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "train.json"
+    argv = ["--train", "--models", "resnet56,resnet56-basis,resnet56-basis-decomposed", "--batch", "2",
+            "--rounds", "2", "--steps", "1", "--warmup", "0", "--pipeline_batches", "2",
+            "--pipeline_rounds", "1", "--workers", "1", "--channels_last", "--json", str(path)]
+    assert main(argv) == 0
+    data = json.loads(path.read_text())
+    assert data["memory_format"] == "channels_last" and data["amp"] == "none" and not data["compile"]
+    models = data["training"]["models"]
+    assert list(models) == ["resnet56", "resnet56-basis", "resnet56-basis-decomposed"]
+    assert all(len(m["per_round"]) == 2 and m["samples_per_s"] > 0 and m["batch"] == 2
+               for m in models.values())
+    ratios = {"resnet56-basis/resnet56", "resnet56-basis-decomposed/resnet56",
+              "resnet56-basis/resnet56-basis-decomposed"}
+    assert set(data["training"]["ratios"]) == ratios
+    assert set(data["pipeline"]["samples_per_s"]) == {"device", "per_image"}
+    out = capsys.readouterr().out
+    assert "resnet56-basis-decomposed" in out and "input pipeline at batch 128" in out
+
+
+def test_train_benchmark_steps_change_the_weights():
+    from filter_basis import train_benchmark
+
+    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="bf16")
+    for name in ("resnet56-basis", "srresnet-basis-32-32"):
+        runner = train_benchmark.Runner(train_benchmark.MODELS[name], opts, torch.device("cpu"))
+        before = [p.detach().clone() for p in runner.model.parameters()]
+        runner.step()
+        assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
+
+
+def test_train_benchmark_models_are_the_paper_configurations():
+    from filter_basis import train_benchmark
+
+    args = train_benchmark.parse_options(train_benchmark.MODELS["resnet56-basis"], None)
+    model = train_benchmark.build(train_benchmark.MODELS["resnet56-basis"], args)
+    # the weight parameters --summary reports for the official train_resnet.sh command
+    assert sum(p.numel() for p in model.parameters() if p.dim() > 1) == 194_992
+    decomposed = train_benchmark.parse_options(train_benchmark.MODELS["resnet56-basis-decomposed"], None)
+    assert decomposed.basis_form == "decomposed" and args.basis_form == "auto" and args.batch_size == 64
+
+
+def test_train_benchmark_unknown_model_is_a_one_line_error(capsys):
+    assert main(["--train", "--models", "resnet56,alexnet"]) == 2
+    err = capsys.readouterr().err
+    assert "alexnet" in err and "edsr8-128" in err and len(err.strip().splitlines()) == 1

@@ -27,7 +27,7 @@ def tiny(tmp_path, *extra):
 
 RESULT_KEYS = {"epoch", "metrics", "train_loss", "lr", "time_s", "data_time_s", "samples_per_s"}
 SUMMARY_KEYS = {"model", "params", "weight_params", "flops", "baseline", "baseline_weight_params",
-                "compression_pct"}
+                "compression_pct", "train_flops", "basis_forms"}
 
 
 def test_experiment_folder_holds_the_contract_files(tmp_path):

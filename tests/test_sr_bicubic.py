@@ -48,4 +48,5 @@ def test_bicubic_summary(capsys):
     assert main(["--model", "Bicubic", "--scale", "4", "--summary"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info == {"model": "Bicubic", "params": 0, "weight_params": 0, "flops": 0, "baseline": "Bicubic",
-                    "baseline_weight_params": 0, "block_weight_params": 0, "baseline_block_weight_params": 0}
+                    "baseline_weight_params": 0, "block_weight_params": 0, "baseline_block_weight_params": 0,
+                    "train_flops": 0, "basis_forms": {}}

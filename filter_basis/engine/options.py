@@ -106,6 +106,10 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
                      help="with --load: -1 (or 0) continues from the latest training state")
     run.add_argument("--batch_size", type=positive_int, default=d["batch_size"],
                      help="training batch size (split evenly over torchrun processes)")
+    run.add_argument("--basis_form", default="auto", choices=("auto", "decomposed", "merged"),
+                     help="how basis layers without layers between basis and projection compute: "
+                          "the cheaper form by FLOPs (auto), basis conv then projection, or one dense "
+                          "conv composed every step (same parameters and results)")
     run.add_argument("--summary", action="store_true",
                      help="print the model's complexity (last line: JSON) and exit; reads and writes nothing")
 

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import UserError
+from ..layers import set_basis_form
 from ..registry import Registry
 from .checkpoint import seed_everything
 from .device import Runtime, use_cuda
@@ -41,6 +42,9 @@ class Tree:
     loss_types: Registry
     trainer_class: type
     summary_block: Optional[Callable[[argparse.Namespace], str]] = None
+    # device_loader(name, dataset, train, batch_size, sampler, args, device): batches made on the device
+    # (with the loader's state_dict for resuming), or None for a DataLoader with per-item transforms
+    device_loader: Optional[Callable] = None
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -76,6 +80,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
     model = tree.build_model(args)
+    set_basis_form(model, args.basis_form)
     pretrained = getattr(args, tree.pretrained_option)
     if is_given(pretrained):
         tree.load_pretrained(model, pretrained, args)
@@ -83,15 +88,16 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     loss = build_loss(args.loss, tree.loss_types, args)
     if args.loss_norm and not args.test_only:  # a training regulariser: nothing to build for a test run
         loss.add_term(1.0, LOSS_NORM, build_loss_norm(tree, args, model))
-    test_loaders = {name: _loader(dataset, tree.test_batch_size(args), ShardSampler(len(dataset), env),
-                                  args, runtime)
+    test_loaders = {name: _loader(tree, name, dataset, False, tree.test_batch_size(args),
+                                  ShardSampler(len(dataset), env), args, runtime)
                     for name, dataset in tree.build_test_sets(args).items()}
     train_loader = None
     if not args.test_only:
         train_set = tree.build_train_set(args)
         sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                      seed=args.seed)
-        train_loader = _loader(train_set, args.batch_size // env.world_size, sampler, args, runtime)
+        train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
+                               sampler, args, runtime)
     state = experiment.load_state(runtime.device) if experiment.resuming else None
     barrier(env)  # every process has checked the folder before the main one creates it
     experiment.create(args, info)
@@ -108,7 +114,12 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     return trainer
 
 
-def _loader(dataset, batch_size: int, sampler, args: argparse.Namespace, runtime: Runtime) -> DataLoader:
+def _loader(tree: Tree, name: str, dataset, train: bool, batch_size: int, sampler, args: argparse.Namespace,
+            runtime: Runtime):
+    if tree.device_loader is not None:
+        loader = tree.device_loader(name, dataset, train, batch_size, sampler, args, runtime.device)
+        if loader is not None:
+            return loader
     # The official default (6 workers) exceeds small machines' cores; more workers than cores only
     # adds start-up time and a PyTorch warning (data order does not depend on the count; augmentation
     # draws, made in the workers, do, as with any change of --n_threads).

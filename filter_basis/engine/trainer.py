@@ -185,13 +185,15 @@ class Trainer(abc.ABC):
             self.best = {"epoch": self.epoch, "score": score}
         self.log(self._describe(self.epoch, metrics))
         rng = gather_objects(self.env, rng_state())
+        data = gather_objects(self.env, self.train_loader.state_dict()) \
+            if hasattr(self.train_loader, "state_dict") else None
         weights = self.model.state_dict()
         self.experiment.record({"epoch": self.epoch, "metrics": metrics, **stats})
         self.experiment.save_models(weights, self.epoch, improved, self.args.save_models)
         self.experiment.save_state({
             "epoch": self.epoch, "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
-            "error_last": self.error_last, "rng": rng,
+            "error_last": self.error_last, "rng": rng, "data": data,
         })
 
     def load_state(self, state: dict) -> None:
@@ -205,6 +207,9 @@ class Trainer(abc.ABC):
             self.epoch, self.best, self.error_last = state["epoch"], state["best"], state["error_last"]
             rng = state["rng"]
             set_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
+            data = state.get("data")  # the augmentation generator of batches made on the device
+            if data and hasattr(self.train_loader, "load_state_dict"):
+                self.train_loader.load_state_dict(data[min(self.env.rank, len(data) - 1)])
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise CheckpointError(f"--load {self.args.load!r}: the training state does not fit these options "

@@ -8,7 +8,8 @@ are mixed into ``out_channels`` by a ``kernel_size2 x kernel_size2`` projection 
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import contextlib
+from typing import Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,39 @@ from torch import nn
 from .. import decompose
 from .checks import check_positive_ints
 from .norm_act import ModuleFactory, build_slot
+
+FORMS = ("auto", "decomposed", "merged")
+_forced_form: Optional[str] = None  # set by forced_form(): overrides every layer's own ``form``
+
+
+def _check_form(form: str) -> str:
+    if form not in FORMS:
+        raise ValueError(f"basis form {form!r} is not accepted; expected one of {', '.join(FORMS)}")
+    return form
+
+
+def set_basis_form(model: nn.Module, form: str) -> int:
+    """Set ``form`` (``'auto'``, ``'decomposed'`` or ``'merged'``) on every :class:`BasisConv2d` in
+    ``model``; returns how many layers were set.  Parameters and state_dict are untouched."""
+    _check_form(form)
+    layers = [m for m in model.modules() if isinstance(m, BasisConv2d)]
+    for layer in layers:
+        layer.form = form
+    return len(layers)
+
+
+@contextlib.contextmanager
+def forced_form(form: Optional[str]) -> Iterator[None]:
+    """Run every BasisConv2d in ``form`` inside the block, whatever its own ``form`` (``None``: theirs).
+
+    :func:`~filter_basis.complexity.summarize` counts in the decomposed form, the compressed model's own
+    FLOPs, whichever form the layers train in."""
+    global _forced_form
+    previous, _forced_form = _forced_form, (None if form is None else _check_form(form))
+    try:
+        yield
+    finally:
+        _forced_form = previous
 
 
 def _pair(v) -> tuple:
@@ -103,7 +137,16 @@ class BasisConv2d(nn.Module):
 
     Every configuration error raises ``ValueError`` at construction, naming the layer and the numbers.
     ``reconstruction_error`` holds the relative weight error of a layer made by :meth:`from_conv`.
+
+    ``form`` says how a :attr:`mergeable` layer (no ``mid``, 1x1 projection) computes its forward:
+    ``'decomposed'`` (basis convolution, then projection), ``'merged'`` (one dense convolution with the
+    weight and bias composed from basis and projection on every call, so gradients reach both) or
+    ``'auto'`` (the class default:
+    whichever :meth:`form_flops` counts cheaper for the input shape, decided once per shape).  Both
+    forms compute the same function from the same parameters; other layers are always decomposed.
     """
+
+    form: str = "auto"
 
     def __init__(
         self,
@@ -196,6 +239,11 @@ class BasisConv2d(nn.Module):
         """True when the layer is one dense convolution in disguise (nothing between or after)."""
         return self.mid is None and self.post is None and self.kernel_size2 == 1
 
+    @property
+    def mergeable(self) -> bool:
+        """True when basis and projection compose into one dense convolution (``post`` may follow it)."""
+        return self.mid is None and self.kernel_size2 == 1
+
     # ------------------------------------------------------------------ forward
     def basis_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The split-major ``G * n_basis`` maps, computed with ONE convolution call.
@@ -221,10 +269,65 @@ class BasisConv2d(nn.Module):
             return y.permute(0, 3, 4, 1, 2).contiguous().flatten(3).permute(0, 3, 1, 2)
         return y.flatten(1, 2)
 
+    def merged_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Basis and projection as one dense convolution, its weight and bias composed on this call."""
+        weight = self.composed_weight()
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, weight, self._composed_bias(), self.stride, self.padding)
+
+    def output_positions(self, input_shape) -> int:
+        """Batch x output height x output width for an ``(N, C, H, W)`` input."""
+        n, _, h, w = input_shape
+        (ph, pw), (sh, sw), k = self.padding, self.stride, self.kernel_size
+        return n * ((h + 2 * ph - k) // sh + 1) * ((w + 2 * pw - k) // sw + 1)
+
+    def form_flops(self, positions: Optional[int] = None) -> tuple:
+        """Forward FLOPs ``(decomposed, merged)`` for ``positions`` output positions (batch x height x
+        width), counted as FlopCounterMode counts them: 2 per multiply-add, biases free.
+
+        The merged count includes composing the weight from basis and projection, which the
+        merged form does on every call; with ``positions=None`` both are per output position without the
+        composition (deployment composes once).  ``merged`` is ``None`` unless the layer is
+        :attr:`mergeable`; ``post`` costs the same in both forms and is not counted.
+        Forward and backward cost three times the forward in either form, so the forward decides.
+        """
+        per_basis = 2 * self.n_splits * self.n_basis * self.basis_size * self.kernel_size ** 2
+        per_projection = 2 * self.out_channels * self.n_splits * self.n_basis * self.kernel_size2 ** 2
+        if not self.mergeable:
+            return (per_basis + per_projection) * (positions or 1), None
+        per_dense = 2 * self.out_channels * self.in_channels * self.kernel_size ** 2
+        if positions is None:
+            return per_basis + per_projection, per_dense
+        compose = self.out_channels * per_basis  # (out*G, n) @ (n, b*k*k); the bias's matrix-vector is free
+        return (per_basis + per_projection) * positions, per_dense * positions + compose
+
+    def resolved_form(self, input_shape) -> str:
+        """``'decomposed'`` or ``'merged'``: the form this layer computes an input of that shape in."""
+        form = _check_form(_forced_form or self.form)
+        if not self.mergeable:
+            return "decomposed"
+        if form != "auto":
+            return form
+        key = tuple(input_shape)
+        if torch.compiler.is_compiling():  # decided while tracing; the compiled graph keeps the choice
+            return self._cheaper_form(key)
+        cache = self.__dict__.setdefault("_auto_forms", {})
+        if key not in cache:
+            cache[key] = self._cheaper_form(key)
+        return cache[key]
+
+    def _cheaper_form(self, input_shape: tuple) -> str:
+        decomposed, merged = self.form_flops(self.output_positions(input_shape))
+        return "merged" if merged <= decomposed else "decomposed"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self.label}: expects (N, {self.in_channels}, H, W) input, "
                              f"got {tuple(x.shape)}")
+        if self.resolved_form(x.shape) == "merged":
+            y = self.merged_forward(x)
+            return y if self.post is None else self.post(y)
         y = self.basis_forward(x)
         if self.mid is not None:
             y = self.mid(y)
@@ -258,15 +361,15 @@ class BasisConv2d(nn.Module):
     def merged_bias(self) -> Optional[torch.Tensor]:
         """The dense bias: projection bias plus the projected basis biases (``None`` without biases)."""
         self._require_linear("merged_bias()")
-        if self.projection.bias is None and self.basis_bias is None:
-            return None
-        bias = torch.zeros(self.out_channels, dtype=self.projection.weight.dtype,
-                           device=self.projection.weight.device)
-        if self.projection.bias is not None:
-            bias = bias + self.projection.bias
+        return self._composed_bias()
+
+    def _composed_bias(self) -> Optional[torch.Tensor]:
+        bias = self.projection.bias
         if self.basis_bias is not None:
+            # every split sees the same basis bias: sum the splits' coefficients, then one product
             proj = self.projection.weight.reshape(self.out_channels, self.n_splits, self.n_basis)
-            bias = bias + torch.einsum("ogj,j->o", proj, self.basis_bias)
+            projected = proj.sum(1) @ self.basis_bias
+            bias = projected if bias is None else bias + projected
         return bias
 
     def to_conv(self) -> nn.Conv2d:

@@ -8,8 +8,9 @@ a data set is built; nothing is downloaded unless ``--download`` is given.  ``--
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
+import torch
 from torch.utils.data import Dataset, Subset
 
 from filter_basis.engine.options import test_set_names
@@ -17,8 +18,9 @@ from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
 from . import cifar, digits, synthetic
+from .batches import DeviceBatches
 from .imagenet import imagenet
-from .transforms import cifar_transform, imagenet_transform
+from .transforms import cifar_batch_transform, cifar_transform, imagenet_transform
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class DatasetSpec:
     build: Callable[..., Dataset]  # build(args, train, transform) -> Dataset
     transform: Callable[..., object]  # transform(train, flip, crop) -> callable
     num_classes: int
+    # batch_transform(train, flip) -> CropFlipNormalize: in-memory sets augmented by batch on the device
+    batch_transform: Optional[Callable[..., object]] = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set", "--data_train/--data_test")
@@ -50,13 +54,14 @@ def _one_crop(train: bool, flip: bool, crop: int):
     return cifar_transform(train, flip)
 
 
-DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), _one_crop, 10))
-DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), _one_crop, 100))
+DATASETS.register("CIFAR10", DatasetSpec(_cifar("CIFAR10"), _one_crop, 10, cifar_batch_transform))
+DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), _one_crop, 100, cifar_batch_transform))
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
 DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
-                                          _one_crop, synthetic.NUM_CLASSES))
+                                          _one_crop, synthetic.NUM_CLASSES, cifar_batch_transform))
 DATASETS.register("Digits", DatasetSpec(lambda args, train, tf: digits.Digits(train, tf),
-                                       digits.digits_transform, digits.NUM_CLASSES))
+                                       digits.digits_transform, digits.NUM_CLASSES,
+                                       digits.digits_batch_transform))
 
 
 def num_classes(name: str) -> int:
@@ -90,3 +95,17 @@ def build_train_set(args) -> Dataset:
 def build_test_sets(args) -> Dict[str, Dataset]:
     """The test split of every ``+``-separated name in ``--data_test``, keyed by name."""
     return {name: _build(name, args, train=False) for name in test_set_names(args)}
+
+
+def device_loader(name: str, dataset: Dataset, train: bool, batch_size: int, sampler, args,
+                  device: torch.device) -> Optional[DeviceBatches]:
+    """Batches made on ``device`` for a set with a batch transform (CIFAR, Synthetic, ...), else None
+    (the engine then uses a DataLoader with the per-image transform).  The augmentation generator's
+    seed is drawn from the (seeded, per-process) torch generator."""
+    spec = DATASETS.get(name)
+    if spec.batch_transform is None:
+        return None
+    seed = int(torch.randint(0, 2**62, (1,))) if train else 0
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    return DeviceBatches(dataset, batch_size, sampler, spec.batch_transform(train, flip=not args.no_flip),
+                         device, seed, layout)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from filter_basis.errors import DataError
 
 from .in_memory import InMemoryImages
-from .transforms import cifar_transform
+from .transforms import cifar_batch_transform, cifar_transform
 
 NUM_CLASSES = 10
 TEST_SIZE = 360
@@ -35,6 +35,11 @@ def digits_transform(train: bool, flip: bool = True, crop: int = 1):
     """The CIFAR random crop (pad 4) in training, never a flip (digits are not mirror-symmetric, so
     ``flip`` is ignored), and the Digits normalisation; ``--crop`` is ImageNet's and ignored here."""
     return cifar_transform(train, flip=False, mean=DIGITS_MEAN, std=DIGITS_STD)
+
+
+def digits_batch_transform(train: bool, flip: bool = True):
+    """:func:`digits_transform` for whole batches on the device: crop, never a flip, Digits normalisation."""
+    return cifar_batch_transform(train, flip=False, mean=DIGITS_MEAN, std=DIGITS_STD)
 
 
 def per_class_test_counts(labels: np.ndarray, test_size: int = TEST_SIZE) -> np.ndarray:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from .batches import CropFlipNormalize
+
 CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,6 +31,12 @@ def cifar_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
     if train and flip:
         augment.append(v2.RandomHorizontalFlip())
     return _pipeline(augment, mean, std)
+
+
+def cifar_batch_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
+                          std: tuple = CIFAR_STD) -> CropFlipNormalize:
+    """:func:`cifar_transform` for whole uint8 batches on the device (same distribution, same values)."""
+    return CropFlipNormalize(mean, std, size=32, padding=4 if train else 0, flip=train and flip)
 
 
 def imagenet_transform(train: bool, flip: bool = True, crop: int = 1) -> v2.Compose:
