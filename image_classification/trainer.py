@@ -27,7 +27,7 @@ class Trainer(engine.Trainer):
     def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
         images, labels = batch
         labels = self.to_device(labels, cast=False)
-        logits = self.net(self.to_device(images)).float()
+        logits = self.eval_net(self.to_device(images)).float()
         prefix = f"{set_name}/" if len(self.test_loaders) > 1 else ""
         n = labels.shape[0]
         meter.add(prefix + "loss", F.cross_entropy(logits, labels, reduction="sum"), n)

@@ -40,6 +40,10 @@ IGNORED = [
     ("--testset", str, "Set5"),
 ]
 
+# Options of this tree that may differ when a run is continued with --load (besides the engine's list in
+# filter_basis/engine/resume.py): tiled inference, saved test images, the printed network, ignored ones.
+RESUME_MAY_CHANGE = ("chop", "save_results", "print_model") + tuple(f.lstrip("-") for f, _, _ in IGNORED)
+
 
 def build_parser() -> engine_options.OptionParser:
     parser = engine_options.OptionParser(

@@ -83,24 +83,66 @@ def test_malicious_training_state_is_refused_without_running(tmp_path, capsys, c
 
 
 DDP_WORKER = """
-import os, sys
+import hashlib, json, os, random, sys
+import numpy as np
 import torch
 sys.path.insert(0, {root!r})
-from filter_basis.engine import run
+from torch.utils.data import DistributedSampler
+from filter_basis.engine import Trainer, run
 from image_classification.main import TREE
+
+rank = os.environ["RANK"]
+seen, rng = [], {{}}
+iterate = DistributedSampler.__iter__
+
+
+def spy_iter(self):  # the training indices this process sees, epoch by epoch
+    indices = list(iterate(self))
+    seen.append(indices)
+    return iter(indices)
+
+
+load_state = Trainer.load_state
+
+
+def spy_load_state(self, state):  # the random states this process continues with
+    load_state(self, state)
+    rng["torch"] = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+    rng["numpy"] = hashlib.sha1(np.random.get_state()[1].tobytes()).hexdigest()
+    rng["python"] = hashlib.sha1(repr(random.getstate()).encode()).hexdigest()
+
+
+DistributedSampler.__iter__ = spy_iter
+Trainer.load_state = spy_load_state
 trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
-torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
+torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % rank))
+with open(os.path.join({out!r}, "rank%s.json" % rank), "w") as f:
+    json.dump({{"seen": seen, "rng": rng}}, f)
 """
 
 
-def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
+def torchrun(repo_root, tmp_path, argv, timeout=300):
+    """Run the spying worker on 2 Gloo processes; a run that does not end in ``timeout`` s (a hang) fails
+    the test, its processes killed."""
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER.format(root=str(repo_root), out=str(tmp_path)))
-    save = tmp_path / "runs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(worker)] + TINY + ["--dir_save", str(save), "--save", "ddp", "--epochs", "2"]
-    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+               str(worker)] + argv
+    process = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"2-process run did not finish within {timeout} s (hung)")
+    assert process.returncode == 0, err[-3000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
+    save = tmp_path / "runs"
+    spied = torchrun(repo_root, tmp_path, TINY + ["--dir_save", str(save), "--save", "ddp", "--epochs", "2"])
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     initial = option.parse_args(TINY)
     torch.manual_seed(initial.seed)
@@ -114,3 +156,28 @@ def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, 
     log = (save / "ddp" / "log.txt").read_text()
     assert log.count("[Epoch 2] test:") == 1
     assert "128 samples" in log  # the two shards of 64 together: every training sample once per epoch
+
+    # Each epoch the two shards cover the training set once, in a new order (sampler.set_epoch).
+    for epoch in range(2):
+        assert sorted(spied[0]["seen"][epoch] + spied[1]["seen"][epoch]) == list(range(128))
+    assert spied[0]["seen"][0] != spied[0]["seen"][1]
+
+    # The metrics are those of the whole test set: a single process testing the saved model agrees.
+    weights = str(save / "ddp" / "model" / "model_latest.pt")
+    run(TREE, option.parse_args(TINY + ["--dir_save", str(tmp_path), "--save", "single", "--test_only",
+                                        "--pretrained", weights]))
+    expected = json.loads((tmp_path / "single" / "results.json").read_text())[0]["metrics"]
+    assert results[-1]["metrics"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_two_processes_continue_a_one_process_run_on_a_one_image_test_set(repo_root, tmp_path):
+    # Fewer test images than processes: rank 1 tests nothing and must not wait for rank 0 (no hang).
+    # Resumed on more processes than it was saved with, the new rank draws its own random numbers.
+    argv = TINY + ["--dir_save", str(tmp_path), "--n_train", "32", "--n_test", "1"]
+    run(TREE, option.parse_args(argv + ["--save", "grow", "--epochs", "1"]))
+    spied = torchrun(repo_root, tmp_path, argv + ["--load", "grow", "--epochs", "2"])
+    results = json.loads((tmp_path / "grow" / "results.json").read_text())
+    assert [r["epoch"] for r in results] == [1, 2]
+    assert results[-1]["metrics"]["top1_error"] in (0.0, 100.0)  # one image
+    for generator in ("torch", "numpy", "python"):
+        assert spied[0]["rng"][generator] != spied[1]["rng"][generator], generator

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import struct
 import tempfile
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -23,12 +25,32 @@ from torch import nn
 from ..errors import CheckpointError
 
 
+def current_umask() -> int:
+    """The process umask (read back at once: ``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, prefix: str) -> Path:
+    """``tempfile.mkdtemp`` with the permissions of an ordinary folder (0777 & ~umask, not 0700), for
+    staging folders that are renamed into place and must then be as readable as ``mkdir``'s."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
 def write_atomic(path, write: Callable) -> None:
-    """Call ``write(file)`` on a temporary file in the destination folder, fsync it, then rename it."""
+    """Call ``write(file)`` on a temporary file in the destination folder, fsync it, then rename it.
+
+    The file gets the permissions of an ordinary new file (0666 & ~umask), not mkstemp's 0600, so a
+    shared experiment or dataset folder stays readable by the group as the umask allows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -47,6 +69,13 @@ def write_text_atomic(path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
+# What torch.load raises for a file that is not a whole checkpoint: a damaged zip archive (RuntimeError
+# from the stream reader, zipfile/struct errors), an empty file (EOFError), a legacy file with a bad
+# magic number (KeyError, ValueError) or an unreadable file (OSError).  Anything else propagates.
+DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, KeyError, IndexError, ValueError, struct.error,
+                       zipfile.BadZipFile, OSError)
+
+
 def load_checkpoint(path, map_location="cpu"):
     """``torch.load(path, weights_only=True)``; unreadable or unsafe content is a :class:`CheckpointError`."""
     path = Path(path)
@@ -59,8 +88,10 @@ def load_checkpoint(path, map_location="cpu"):
         reason = f" ({found[0].rstrip('.')})" if found else ""
         raise CheckpointError(f"checkpoint {str(path)!r} is refused: it holds code or objects other than "
                               f"tensors and plain values{reason}; nothing in it was run") from None
-    except Exception as error:  # torch raises many types for damaged files (RuntimeError, struct.error, ...)
-        lines = str(error).strip().splitlines() or ["truncated or corrupt file"]
+    except (torch.OutOfMemoryError, MemoryError):
+        raise  # the file may be fine: out of memory is reported as what it is
+    except DAMAGED_FILE_ERRORS as error:
+        lines = str(error).strip().splitlines() or [f"truncated or corrupt file ({type(error).__name__})"]
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {lines[0]}") from None
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Sequence, Union
 
@@ -19,6 +18,8 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from bicubic_pytorch import core
+
+from filter_basis.engine.checkpoint import make_temp_dir
 
 from .images import read_image
 
@@ -42,7 +43,7 @@ def make_lr_images(hr_paths: Sequence[Path], lr_dir: Path, lr_name: Callable[[Pa
     in_memory = lambda: {p: downscale(read_image(p), scale) for p in hr_paths}
     try:
         lr_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{lr_dir.name}-", dir=lr_dir.parent))
+        staging = make_temp_dir(lr_dir.parent, prefix=f".{lr_dir.name}-")  # 0777 & ~umask, not 0700
     except OSError:  # read-only data folder
         return in_memory()
     try:
