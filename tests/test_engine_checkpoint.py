@@ -12,7 +12,6 @@ import torch
 
 from filter_basis.engine.checkpoint import (
     load_checkpoint,
-    make_temp_dir,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -80,7 +79,6 @@ def test_atomic_files_and_staging_folders_follow_the_umask(tmp_path, umask_027):
     assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o640  # not mkstemp's 0600
     assert stat.S_IMODE((tmp_path / "model" / "model_latest.pt").stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o750
-    assert stat.S_IMODE(make_temp_dir(tmp_path, ".staging-").stat().st_mode) == 0o750  # not mkdtemp's 0700
 
 
 def test_generated_lr_folder_follows_the_umask(tmp_path, umask_027):
@@ -92,7 +90,7 @@ def test_generated_lr_folder_follows_the_umask(tmp_path, umask_027):
     lr_dir = tmp_path / "LR_bicubic" / "X2"
     made = make_lr_images([hr], lr_dir, lambda p: p.name, 2)
     assert made[hr] == lr_dir / "0001.png" and made[hr].is_file()
-    assert stat.S_IMODE(lr_dir.stat().st_mode) == 0o750
+    assert stat.S_IMODE(lr_dir.stat().st_mode) == 0o750  # not mkdtemp's 0700
     assert stat.S_IMODE(made[hr].stat().st_mode) == 0o640
 
 

@@ -32,14 +32,6 @@ def current_umask() -> int:
     return mask
 
 
-def make_temp_dir(parent, prefix: str) -> Path:
-    """``tempfile.mkdtemp`` with the permissions of an ordinary folder (0777 & ~umask, not 0700), for
-    staging folders that are renamed into place and must then be as readable as ``mkdir``'s."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(folder, 0o777 & ~current_umask())
-    return folder
-
-
 def write_atomic(path, write: Callable) -> None:
     """Call ``write(file)`` on a temporary file in the destination folder, fsync it, then rename it.
 

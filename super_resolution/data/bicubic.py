@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, Sequence, Union
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from bicubic_pytorch import core
 
-from filter_basis.engine.checkpoint import make_temp_dir
+from filter_basis.engine.checkpoint import current_umask
 
 from .images import read_image
 
@@ -43,7 +44,8 @@ def make_lr_images(hr_paths: Sequence[Path], lr_dir: Path, lr_name: Callable[[Pa
     in_memory = lambda: {p: downscale(read_image(p), scale) for p in hr_paths}
     try:
         lr_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = make_temp_dir(lr_dir.parent, prefix=f".{lr_dir.name}-")  # 0777 & ~umask, not 0700
+        staging = Path(tempfile.mkdtemp(prefix=f".{lr_dir.name}-", dir=lr_dir.parent))
+        os.chmod(staging, 0o777 & ~current_umask())  # an ordinary folder once renamed, not mkdtemp's 0700
     except OSError:  # read-only data folder
         return in_memory()
     try:
