@@ -2,6 +2,7 @@
 non-finite batches, --summary, and the --n_GPUs message."""
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -180,6 +181,21 @@ def test_precision_half_trains_float16_weights_and_warns_once(tmp_path, capsys):
     assert (tmp_path / "half" / "log.txt").read_text().count("--amp fp16") == 1
     run(TREE, tiny(tmp_path, "--save", "half_test", "--test_only", "--precision", "half"))
     assert "--precision half" not in capsys.readouterr().err  # testing in float16 loses nothing
+
+
+def test_compile_trains_through_a_compiled_graph_with_the_same_results(tmp_path, monkeypatch):
+    # Dynamo's "eager" backend captures the graphs as --compile does without inductor's C++ build time.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    short = ["--epochs", "1", "--n_train", "32"]
+    compiled = run(TREE, tiny(tmp_path, "--save", "compiled", "--compile", *short))
+    assert compiled.net._orig_mod is compiled.model
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    run(TREE, tiny(tmp_path, "--save", "eager", *short))
+    outcome = [json.loads((tmp_path / n / "results.json").read_text())[0] for n in ("compiled", "eager")]
+    assert outcome[0]["train_loss"] == pytest.approx(outcome[1]["train_loss"], rel=1e-5)
+    assert outcome[0]["metrics"] == pytest.approx(outcome[1]["metrics"], rel=1e-5)
+    torch._dynamo.reset()
 
 
 CUDA_OPTIONS = [["--amp", "fp16"], ["--amp", "bf16", "--channels_last"], ["--precision", "half"],
