@@ -73,7 +73,7 @@ def umask_027():
     os.umask(old)
 
 
-def test_atomic_files_and_staging_folders_follow_the_umask(tmp_path, umask_027):
+def test_atomic_files_and_their_folders_follow_the_umask(tmp_path, umask_027):
     write_atomic(tmp_path / "results.json", lambda f: f.write(b"[]\n"))
     save_checkpoint({"w": torch.zeros(2)}, tmp_path / "model" / "model_latest.pt")
     assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o640  # not mkstemp's 0600
