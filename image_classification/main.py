@@ -26,6 +26,7 @@ TREE = Tree(
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
     device_loader=data.device_loader,
+    resume_may_change=option.RESUME_MAY_CHANGE,
 )
 
 

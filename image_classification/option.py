@@ -43,6 +43,10 @@ IGNORED = [
     ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"), ("--n_bits", int, 16),
 ]
 
+# Options of this tree that may differ when a run is continued with --load (besides the engine's list in
+# filter_basis/engine/resume.py): fetching CIFAR, and the ignored ones.
+RESUME_MAY_CHANGE = ("download", "n_test", "crop") + tuple(flag.lstrip("-") for flag, _, _ in IGNORED)
+
 
 def build_parser() -> engine_options.OptionParser:
     parser = engine_options.OptionParser(

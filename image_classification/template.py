@@ -7,6 +7,7 @@ After the templates, ``--linear L > 1`` scales the batch and learning rate by L 
 from __future__ import annotations
 
 import argparse
+from typing import Collection
 
 from filter_basis.engine.templates import TemplateTable
 
@@ -75,9 +76,10 @@ def _efficient(args: argparse.Namespace, template: str) -> None:
     args.epochs = 300
 
 
-def apply(args: argparse.Namespace) -> None:
-    """The matching templates, then the --linear scaling rule (for any template, as officially)."""
-    TEMPLATES.apply(args)
+def apply(args: argparse.Namespace, given: Collection[str] = ()) -> None:
+    """The matching templates (noting the ``given`` options they override), then the --linear scaling
+    rule (for any template, as officially)."""
+    TEMPLATES.apply(args, given)
     if args.linear > 1:
         args.batch_size *= args.linear
         args.lr *= args.linear

@@ -41,8 +41,8 @@ class Trainer(engine.Trainer):
         each image's crop logits."""
         if images.dim() == 5:
             n, crops = images.shape[:2]
-            return self.net(images.flatten(0, 1)).float().unflatten(0, (n, crops)).mean(1)
-        return self.net(images).float()
+            return self.eval_net(images.flatten(0, 1)).float().unflatten(0, (n, crops)).mean(1)
+        return self.eval_net(images).float()
 
     def score(self, metrics: dict) -> float:
         key = "top1_error" if self.args.top == 1 else "top5_error"

@@ -25,6 +25,7 @@ TREE = Tree(
     test_batch_size=lambda args: 1,
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
+    resume_may_change=option.RESUME_MAY_CHANGE,
 )
 
 

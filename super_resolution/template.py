@@ -7,6 +7,7 @@ so they end in an unknown-model error, as any unknown ``--model`` does.
 from __future__ import annotations
 
 import argparse
+from typing import Collection
 
 from filter_basis.engine.templates import TemplateTable
 
@@ -48,5 +49,6 @@ def _gan(args: argparse.Namespace, template: str) -> None:
     args.lr_decay = 150
 
 
-def apply(args: argparse.Namespace) -> None:
-    TEMPLATES.apply(args)
+def apply(args: argparse.Namespace, given: Collection[str] = ()) -> None:
+    """The matching templates, noting the ``given`` (command-line) options they override."""
+    TEMPLATES.apply(args, given)

@@ -34,7 +34,7 @@ class Trainer(engine.Trainer):
         return self.loss(self.net(lr), hr), lr.shape[0]
 
     def super_resolve(self, lr: torch.Tensor) -> torch.Tensor:
-        forward = partial(forward_chop, self.net, scale=self.scale) if self.args.chop else self.net
+        forward = partial(forward_chop, self.eval_net, scale=self.scale) if self.args.chop else self.eval_net
         return self_ensemble(forward, lr) if self.args.self_ensemble else forward(lr)
 
     def test_step(self, batch, meter, set_name: str) -> None:

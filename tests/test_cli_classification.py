@@ -1,9 +1,11 @@
 """The classification command line where the process boundary is the point: exit status and stderr of a
-bad option, exact resume after SIGKILL, a malicious checkpoint, and 2-process DDP with torchrun (Gloo)."""
+bad option, exact resume after SIGKILL, a malicious checkpoint, and 2-process DDP (Gloo, set up as by
+torchrun)."""
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,8 +43,17 @@ def test_bad_option_is_one_line_and_exit_2_from_any_folder(repo_root, tmp_path):
 
 
 def test_resume_after_sigkill_reaches_the_uninterrupted_results(repo_root, tmp_path):
-    argv = TINY + ["--dir_save", str(tmp_path), "--epochs", "3", "--lr", "0.05"]
+    # Two loader workers.  The lr grows tenfold after epoch 1 and --skip_threshold 1 skips the batches
+    # whose loss exceeds the previous epoch's mean (error_last), so epoch 1 stays the best: a resumed run
+    # that lost error_last or the best metric would train, or pick model_best.pt, differently.
+    argv = [a if a != "0" else "2" for a in TINY] + ["--dir_save", str(tmp_path), "--epochs", "3",
+                                                      "--lr", "0.05", "--decay", "step-1", "--gamma", "10",
+                                                      "--skip_threshold", "1"]
+    assert argv[argv.index("--n_threads") + 1] == "2"
     whole = run(TREE, option.parse_args(argv + ["--save", "whole"]))
+    log = (tmp_path / "whole" / "log.txt").read_text().splitlines()
+    assert [line.endswith("batches skipped") for line in log if "train loss" in line] == [False, True, True]
+    assert whole.best["epoch"] == 1
 
     # Run from inside the tree as the official scripts did (python main.py), and kill it once the
     # first epoch's training state is on disk.
@@ -60,15 +71,20 @@ def test_resume_after_sigkill_reaches_the_uninterrupted_results(repo_root, tmp_p
 
     resumed = run(TREE, option.parse_args(argv + ["--load", "killed", "--resume", "-1"]))
     assert resumed.epoch == 3
+    assert resumed.best == whole.best and resumed.error_last == whole.error_last
 
     def outcome(name):
         return [(r["epoch"], r["metrics"], r["train_loss"], r["lr"])
                 for r in json.loads((tmp_path / name / "results.json").read_text())]
 
     assert outcome("killed") == outcome("whole")
-    weights = load_checkpoint(tmp_path / "killed" / "model" / "model_latest.pt")
-    for key, value in whole.model.state_dict().items():
-        assert torch.equal(weights[key], value), key
+    for name in ("model_latest.pt", "model_best.pt"):
+        weights, expected = (load_checkpoint(tmp_path / k / "model" / name) for k in ("killed", "whole"))
+        assert weights.keys() == expected.keys()
+        for key, value in expected.items():
+            assert torch.equal(weights[key], value), (name, key)
+    saved = load_checkpoint(state)
+    assert (saved["best"], saved["error_last"]) == (whole.best, whole.error_last)
 
 
 def test_malicious_training_state_is_refused_without_running(tmp_path, capsys, code_payload):
@@ -83,24 +99,80 @@ def test_malicious_training_state_is_refused_without_running(tmp_path, capsys, c
 
 
 DDP_WORKER = """
-import os, sys
+import hashlib, json, os, random, sys
+import numpy as np
 import torch
 sys.path.insert(0, {root!r})
-from filter_basis.engine import run
+from torch.utils.data import DistributedSampler
+from filter_basis.engine import Trainer, run
 from image_classification.main import TREE
+
+rank = os.environ["RANK"]
+seen, rng = [], {{}}
+iterate = DistributedSampler.__iter__
+
+
+def spy_iter(self):  # the training indices this process sees, epoch by epoch
+    indices = list(iterate(self))
+    seen.append(indices)
+    return iter(indices)
+
+
+load_state = Trainer.load_state
+
+
+def spy_load_state(self, state):  # the random states this process continues with
+    load_state(self, state)
+    rng["torch"] = hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest()
+    rng["numpy"] = hashlib.sha1(np.random.get_state()[1].tobytes()).hexdigest()
+    rng["python"] = hashlib.sha1(repr(random.getstate()).encode()).hexdigest()
+
+
+DistributedSampler.__iter__ = spy_iter
+Trainer.load_state = spy_load_state
 trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
-torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % os.environ["RANK"]))
+torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % rank))
+with open(os.path.join({out!r}, "rank%s.json" % rank), "w") as f:
+    json.dump({{"seen": seen, "rng": rng}}, f)
 """
 
 
-def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
+def two_processes(repo_root, tmp_path, argv, timeout=300):
+    """Run the spying worker as ranks 0 and 1 of a Gloo group, set up through the environment variables
+    torchrun sets.  Each process is started (and, on a hang, killed) here: a run that does not end within
+    ``timeout`` s fails the test instead of blocking the suite."""
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER.format(root=str(repo_root), out=str(tmp_path)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    processes = []
+    for rank in (0, 1):
+        variables = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                     "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
+        with open(tmp_path / f"rank{rank}.err", "w") as err:
+            processes.append(subprocess.Popen([sys.executable, str(worker)] + argv, stdout=subprocess.DEVNULL,
+                                              stderr=err, env={**env(), **variables}))
+    deadline = time.monotonic() + timeout
+    try:
+        for process in processes:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the 2-process run did not finish within {timeout} s (hung)")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for rank, process in enumerate(processes):
+        assert process.returncode == 0, (tmp_path / f"rank{rank}.err").read_text()[-3000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
     save = tmp_path / "runs"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(worker)] + TINY + ["--dir_save", str(save), "--save", "ddp", "--epochs", "2"]
-    done = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    spied = two_processes(repo_root, tmp_path, TINY + ["--dir_save", str(save), "--save", "ddp",
+                                                       "--epochs", "2"])
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     initial = option.parse_args(TINY)
     torch.manual_seed(initial.seed)
@@ -114,3 +186,28 @@ def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, 
     log = (save / "ddp" / "log.txt").read_text()
     assert log.count("[Epoch 2] test:") == 1
     assert "128 samples" in log  # the two shards of 64 together: every training sample once per epoch
+
+    # Each epoch the two shards cover the training set once, in a new order (sampler.set_epoch).
+    for epoch in range(2):
+        assert sorted(spied[0]["seen"][epoch] + spied[1]["seen"][epoch]) == list(range(128))
+    assert spied[0]["seen"][0] != spied[0]["seen"][1]
+
+    # The metrics are those of the whole test set: a single process testing the saved model agrees.
+    weights = str(save / "ddp" / "model" / "model_latest.pt")
+    run(TREE, option.parse_args(TINY + ["--dir_save", str(tmp_path), "--save", "single", "--test_only",
+                                        "--pretrained", weights]))
+    expected = json.loads((tmp_path / "single" / "results.json").read_text())[0]["metrics"]
+    assert results[-1]["metrics"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_two_processes_continue_a_one_process_run_on_a_one_image_test_set(repo_root, tmp_path):
+    # Fewer test images than processes: rank 1 tests nothing and must not wait for rank 0 (no hang).
+    # Resumed on more processes than it was saved with, the new rank draws its own random numbers.
+    argv = TINY + ["--dir_save", str(tmp_path), "--n_train", "32", "--n_test", "1"]
+    run(TREE, option.parse_args(argv + ["--save", "grow", "--epochs", "1"]))
+    spied = two_processes(repo_root, tmp_path, argv + ["--load", "grow", "--epochs", "2"])
+    results = json.loads((tmp_path / "grow" / "results.json").read_text())
+    assert [r["epoch"] for r in results] == [1, 2]
+    assert results[-1]["metrics"]["top1_error"] in (0.0, 100.0)  # one image
+    for generator in ("torch", "numpy", "python"):
+        assert spied[0]["rng"][generator] != spied[1]["rng"][generator], generator

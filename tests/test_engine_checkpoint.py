@@ -1,7 +1,11 @@
-"""Atomic writes, refusal of checkpoints that carry code, and RNG state round trips."""
+"""Atomic writes (permissions as the umask says), refusal of checkpoints that carry code, errors reported
+as what they are, and RNG state round trips."""
 
+import os
 import random
+import stat
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -60,3 +64,54 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     again = (torch.rand(3), random.random(), np.random.rand())
     torch.testing.assert_close(first[0], again[0])
     assert first[1:] == again[1:]
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_atomic_files_and_their_folders_follow_the_umask(tmp_path, umask_027):
+    write_atomic(tmp_path / "results.json", lambda f: f.write(b"[]\n"))
+    save_checkpoint({"w": torch.zeros(2)}, tmp_path / "model" / "model_latest.pt")
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o640  # not mkstemp's 0600
+    assert stat.S_IMODE((tmp_path / "model" / "model_latest.pt").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o750
+
+
+def test_generated_lr_folder_follows_the_umask(tmp_path, umask_027):
+    from super_resolution.data.bicubic import make_lr_images
+
+    hr = tmp_path / "HR" / "0001.png"
+    hr.parent.mkdir()
+    iio.imwrite(hr, np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3))
+    lr_dir = tmp_path / "LR_bicubic" / "X2"
+    made = make_lr_images([hr], lr_dir, lambda p: p.name, 2)
+    assert made[hr] == lr_dir / "0001.png" and made[hr].is_file()
+    assert stat.S_IMODE(lr_dir.stat().st_mode) == 0o750  # not mkdtemp's 0700
+    assert stat.S_IMODE(made[hr].stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"), KeyboardInterrupt(),
+                                   ZeroDivisionError("a bug, not a damaged file")],
+                         ids=["cuda-oom", "interrupt", "bug"])
+def test_errors_that_are_not_about_the_file_propagate_as_themselves(tmp_path, monkeypatch, error):
+    path = tmp_path / "fine.pt"
+    save_checkpoint({"w": torch.zeros(2)}, path)
+
+    def load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(type(error)):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n" * 8], ids=["empty", "text"])
+def test_damaged_files_are_checkpoint_errors(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(path)

@@ -2,6 +2,7 @@
 non-finite batches, --summary, and the --n_GPUs message."""
 
 import dataclasses
+import functools
 import json
 
 import pytest
@@ -138,25 +139,79 @@ def test_test_metrics_are_percent_errors_and_mean_cross_entropy(tmp_path):
     assert metrics["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
 
+def with_activation_dtypes(tree):
+    """``(tree, built)``: ``built[-1]`` lists the dtypes of the first convolution's outputs of the model
+    built last (the one trained; --summary's is built before it)."""
+    built = []
+
+    def build_model(args):
+        model = tree.build_model(args)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        dtypes = []
+        conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+        built.append(dtypes)
+        return model
+
+    return dataclasses.replace(tree, build_model=build_model), built
+
+
 @pytest.mark.parametrize("extra", [["--amp", "bf16"], ["--channels_last"]], ids=["amp-bf16", "channels-last"])
 def test_speed_options_train_on_the_cpu(tmp_path, extra):
-    trainer = run(TREE, tiny(tmp_path, "--save", "fast", "--epochs", "1", "--n_train", "32", *extra))
+    tree, built = with_activation_dtypes(TREE)
+    trainer = run(tree, tiny(tmp_path, "--save", "fast", "--epochs", "1", "--n_train", "32", *extra))
     record = json.loads((tmp_path / "fast" / "results.json").read_text())[0]
     assert torch.isfinite(torch.tensor(record["train_loss"])) and record["metrics"]["loss"] > 0
     conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) == ("--channels_last" in extra)
+    # autocast really ran the convolutions in bfloat16, in training (2 batches) and testing (1 batch)
+    assert built[-1] == [torch.bfloat16 if "bf16" in extra else torch.float32] * 3
+    assert conv.weight.dtype == torch.float32  # the weights themselves stay float32
+
+
+def test_precision_half_trains_float16_weights_and_warns_once(tmp_path, capsys):
+    tree, built = with_activation_dtypes(TREE)
+    trainer = run(tree, tiny(tmp_path, "--save", "half", "--epochs", "1", "--n_train", "16",
+                             "--precision", "half"))
+    assert built[-1] == [torch.float16] * 2
+    saved = load_checkpoint(tmp_path / "half" / "model" / "model_latest.pt")
+    assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.float16}
+    assert all(p.dtype == torch.float16 for p in trainer.model.parameters())
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "--precision half" in line]
+    assert len(warnings) == 1 and "--amp fp16" in warnings[0] and "rounded away" in warnings[0]
+    assert (tmp_path / "half" / "log.txt").read_text().count("--amp fp16") == 1
+    run(TREE, tiny(tmp_path, "--save", "half_test", "--test_only", "--precision", "half"))
+    assert "--precision half" not in capsys.readouterr().err  # testing in float16 loses nothing
+
+
+def test_compile_trains_through_a_compiled_graph_with_the_same_results(tmp_path, monkeypatch):
+    # Dynamo's "eager" backend captures the graphs as --compile does without inductor's C++ build time.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    short = ["--epochs", "1", "--n_train", "32"]
+    compiled = run(TREE, tiny(tmp_path, "--save", "compiled", "--compile", *short))
+    assert compiled.net._orig_mod is compiled.model
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    run(TREE, tiny(tmp_path, "--save", "eager", *short))
+    outcome = [json.loads((tmp_path / n / "results.json").read_text())[0] for n in ("compiled", "eager")]
+    assert outcome[0]["train_loss"] == pytest.approx(outcome[1]["train_loss"], rel=1e-5)
+    assert outcome[0]["metrics"] == pytest.approx(outcome[1]["metrics"], rel=1e-5)
+    torch._dynamo.reset()
 
 
 CUDA_OPTIONS = [["--amp", "fp16"], ["--amp", "bf16", "--channels_last"], ["--precision", "half"],
                 ["--compile"]]
+CUDA_ACTIVATIONS = [torch.float16, torch.bfloat16, torch.float16, None]
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("extra", CUDA_OPTIONS, ids=["amp-fp16", "amp-bf16-cl", "half", "compile"])
-def test_cuda_training_with_speed_options(tmp_path, extra):
+@pytest.mark.parametrize("extra, activations", list(zip(CUDA_OPTIONS, CUDA_ACTIVATIONS)),
+                         ids=["amp-fp16", "amp-bf16-cl", "half", "compile"])
+def test_cuda_training_with_speed_options(tmp_path, extra, activations):
     on_gpu = [a for a in TINY if a != "--cpu"]
     args = option.parse_args(on_gpu + ["--dir_save", str(tmp_path), "--save", "gpu", "--epochs", "2"] + extra)
-    trainer = run(TREE, args)
+    tree, built = with_activation_dtypes(TREE)
+    torch._dynamo.reset()
+    trainer = run(tree, args)
     assert trainer.device.type == "cuda"
     assert trainer.scaler.is_enabled() == (extra == ["--amp", "fp16"])
     results = json.loads((tmp_path / "gpu" / "results.json").read_text())
@@ -165,3 +220,10 @@ def test_cuda_training_with_speed_options(tmp_path, extra):
     assert 0 <= results[-1]["metrics"]["top1_error"] <= 100
     state = load_checkpoint(tmp_path / "gpu" / "training_state.pt")
     assert state["rng"][0]["cuda"]  # the CUDA generator state is kept for resuming
+    if activations is not None:  # the convolutions really ran in the chosen format
+        assert built[-1] and set(built[-1]) == {activations}
+    weights = {v.dtype for v in state["model"].values() if v.is_floating_point()}
+    assert weights == ({torch.float16} if "half" in extra else {torch.float32})
+    if "--compile" in extra:  # the model ran as a compiled graph, not eagerly
+        assert trainer.net._orig_mod is trainer.model
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0

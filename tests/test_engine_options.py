@@ -86,6 +86,20 @@ def test_templates_match_by_substring_and_linear_scales():
     assert (bc.bottleneck, bc.reduction) == (True, 0.5)
 
 
+def test_a_template_overriding_the_command_line_says_so_once_per_option(capsys):
+    args = cls_option.parse_args(["--template", "ResNet", "--weight_decay", "5e-4", "--print_every", "50",
+                                  "--lr", "0.2"])
+    assert (args.weight_decay, args.print_every, args.lr) == (1e-4, 50, 0.2)  # the official precedence
+    # --print_every: the template sets the value given; --lr: no template sets it; defaults: not given
+    assert capsys.readouterr().err.splitlines() == [
+        "note: --template ResNet sets --weight_decay 0.0001, overriding the command line's 0.0005"]
+    sr_option.parse_args(["--template", "GAN", "--lr", "1e-3", "--epochs", "200"])
+    assert capsys.readouterr().err.splitlines() == [
+        "note: --template GAN sets --lr 5e-05, overriding the command line's 0.001"]
+    cls_option.parse_args(["--template", "DenseNet_BC"])
+    assert capsys.readouterr().err == ""
+
+
 def test_template_table_lists_known_rules_for_an_unknown_template():
     table = TemplateTable()
     table.rule("A")(lambda args, t: None)
@@ -129,6 +143,11 @@ BAD = [
     (cls_option, ["--pretrained", "/no/such/file.pt"], "--pretrained"),
     (cls_option, ["--load", "a", "--reset"], "--reset"),
     (cls_option, ["--save", "../outside"], "--save"),
+    (cls_option, ["--save", "."], "--save '.': expected the name of a folder inside --dir_save"),
+    (cls_option, ["--save", ""], "--save '': expected the name of a folder inside --dir_save"),
+    (cls_option, ["--save", "a/.."], "--save 'a/..'"),
+    (cls_option, ["--save", "/tmp/x"], "--save '/tmp/x'"),
+    (cls_option, ["--load", "a/.."], "--load 'a/..'"),
     (cls_option, ["--nonexistent_option", "1"], "unrecognized arguments"),
     (sr_option, ["--scale", "5x"], "--scale '5x'"),
     (sr_option, ["--decay_type", "cosine"], "--decay_type"),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import struct
 import tempfile
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -67,6 +69,20 @@ def write_text_atomic(path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text.encode()))
 
 
+def _reason(error: Exception) -> str:
+    """The line of torch's long weights-only message that says what was found (else its first line)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    after = [i + 1 for i, line in enumerate(lines) if "WeightsUnpickler error" in line and i + 1 < len(lines)]
+    return lines[after[0]] if after else lines[0] if lines else type(error).__name__
+
+
+# What torch.load raises for a file that is not a whole checkpoint: a damaged zip archive (RuntimeError
+# from the stream reader, zipfile/struct errors), an empty file (EOFError), a legacy file with a bad
+# magic number (KeyError, ValueError) or an unreadable file (OSError).  Anything else propagates.
+DAMAGED_FILE_ERRORS = (RuntimeError, EOFError, KeyError, IndexError, ValueError, struct.error,
+                       zipfile.BadZipFile, OSError)
+
+
 def load_checkpoint(path, map_location="cpu"):
     """``torch.load(path, weights_only=True)``; unreadable or unsafe content is a :class:`CheckpointError`."""
     path = Path(path)
@@ -76,11 +92,16 @@ def load_checkpoint(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         found = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
-        reason = f" ({found[0].rstrip('.')})" if found else ""
+        if not found:  # not a pickle the safe reader knows (random bytes, text): damaged, not dangerous
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: not a PyTorch checkpoint "
+                                  f"({_reason(error)})") from None
         raise CheckpointError(f"checkpoint {str(path)!r} is refused: it holds code or objects other than "
-                              f"tensors and plain values{reason}; nothing in it was run") from None
-    except Exception as error:  # torch raises many types for damaged files (RuntimeError, struct.error, ...)
-        lines = str(error).strip().splitlines() or ["truncated or corrupt file"]
+                              f"tensors and plain values ({found[0].rstrip('.')}); nothing in it was run") \
+            from None
+    except (torch.OutOfMemoryError, MemoryError):
+        raise  # the file may be fine: out of memory is reported as what it is
+    except DAMAGED_FILE_ERRORS as error:
+        lines = str(error).strip().splitlines() or [f"truncated or corrupt file ({type(error).__name__})"]
         raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {lines[0]}") from None
 
 

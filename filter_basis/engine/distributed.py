@@ -81,6 +81,13 @@ def all_reduce_sum(env: DistEnv, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(env: DistEnv, module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process, as DDP's forward would copy them."""
+    if env.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
 def gather_objects(env: DistEnv, obj) -> list:
     """``obj`` of every process, in rank order."""
     if not env.enabled:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
-from pathlib import Path
 
 from ..errors import CheckpointError, OptionError
 from .checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from .distributed import DistEnv
-from .options import is_given
+from .options import experiment_folder, is_given
 from .plots import plot_results
 from .progress import echo
 
@@ -28,7 +28,7 @@ class Experiment:
     def __init__(self, args: argparse.Namespace, env: DistEnv):
         self.resuming = is_given(args.load)
         name = args.load if self.resuming else args.save
-        self.dir = Path(args.dir_save) / name
+        self.dir = experiment_folder(args.dir_save, name, "--load" if self.resuming else "--save")
         self.writes = env.is_main
         self.results: list = []
         self._log = None
@@ -66,13 +66,30 @@ class Experiment:
             self._log.close()
             self._log = None
 
-    def load_state(self, map_location) -> dict:
-        """The training state to continue from; results.json is cut back to the epochs it has seen."""
-        state = load_checkpoint(self.dir / STATE_FILE, map_location)
+    def load_state(self) -> dict:
+        """The training state to continue from (on the CPU, where random-number states must stay; the
+        trainer moves the rest); results.json is cut back to the epochs it has seen."""
+        state = load_checkpoint(self.dir / STATE_FILE)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{self.dir / STATE_FILE} is not a training state")
         path = self.dir / "results.json"
         if path.is_file():
             self.results = [r for r in json.loads(path.read_text()) if r["epoch"] <= state["epoch"]]
         return state
+
+    def saved_options(self) -> dict:
+        """The options in the folder's args.json (for training states saved before they kept their own)."""
+        try:
+            saved = json.loads((self.dir / "args.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def warn(self, line: str) -> None:
+        """A warning: on standard error and in log.txt (main process)."""
+        if self.writes:
+            print(line, file=sys.stderr)
+            self.log(line, echo_line=False)
 
     def record(self, record: dict) -> None:
         """Append one evaluation to results.json and redraw the plots."""

@@ -187,10 +187,24 @@ def _validate_common(args: argparse.Namespace) -> None:
     if args.batch_size % processes != 0:
         raise OptionError(f"--batch_size {args.batch_size} is not divisible by the {processes} torchrun "
                           f"processes")
-    for option in ("save", "load"):
-        name = Path(getattr(args, option))
-        if name.is_absolute() or ".." in name.parts:
-            raise OptionError(f"--{option} {str(name)!r}: expected a folder name relative to --dir_save")
+    experiment_folder(args.dir_save, args.save, "--save")
+    if is_given(args.load):
+        experiment_folder(args.dir_save, args.load, "--load")
+
+
+def experiment_folder(dir_save: str, name: str, option: str) -> Path:
+    """``DIR_SAVE/NAME``, refused unless it is a folder strictly inside --dir_save.
+
+    ``''``, ``'.'``, ``'..'`` parts, absolute paths and names that a symbolic link sends anywhere else
+    (even to a sibling) are refused: ``--reset`` removes this folder and nothing else.
+    """
+    parts = Path(name).parts
+    folder = Path(dir_save) / name
+    if not name or not parts or Path(name).is_absolute() or ".." in parts or \
+            folder.resolve() != Path(dir_save).resolve().joinpath(*parts):
+        raise OptionError(f"{option} {name!r}: expected the name of a folder inside --dir_save {dir_save!r} "
+                          f"(not empty, '.', '..', an absolute path or a symbolic link)")
+    return folder
 
 
 def check_file(args: argparse.Namespace, option: str) -> None:
@@ -219,16 +233,28 @@ def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets,
         check_file(args, pretrained_option)
 
 
+_NOT_GIVEN = object()
+
+
+def given_options(parser: OptionParser, argv: Optional[Sequence[str]] = None) -> set:
+    """Names of the options set on the command line (whatever their value), found by parsing ``argv``
+    into a namespace whose attributes are all pre-set, so that argparse fills in no default."""
+    probe = argparse.Namespace(**{a.dest: _NOT_GIVEN for a in parser._actions if a.dest != argparse.SUPPRESS})
+    parser.parse_args(argv, probe)
+    return {name for name, value in vars(probe).items() if value is not _NOT_GIVEN}
+
+
 def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
-          templates: Callable = lambda args: None, postprocess: Callable = lambda args: None,
+          templates: Callable = lambda args, given: None, postprocess: Callable = lambda args: None,
           validate: Callable = lambda args: None) -> argparse.Namespace:
-    """argparse -> notes for ignored options -> templates -> post-processing -> validation."""
+    """argparse -> notes for ignored options -> templates (told which options were given, to note the
+    ones they override) -> post-processing -> validation -> warnings."""
     args = parser.parse_args(argv)
     for name, default in parser.ignored:
         if getattr(args, name) != default:
             print(f"note: --{name} is accepted for compatibility with the official scripts and ignored",
                   file=sys.stderr)
-    templates(args)
+    templates(args, given_options(parser, argv))
     str2bool(args)
     postprocess(args)
     _validate_common(args)

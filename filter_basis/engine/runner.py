@@ -21,8 +21,13 @@ from .experiment import Experiment
 from .losses import build_loss
 from .options import is_given
 from .regularizers import LOSS_NORM, build_loss_norm
+from .resume import check_options
 from .summary import describe
 from .trainer import Trainer, TrainingStopped
+
+HALF_WARNING = ("warning: --precision half trains float16 weights without a float32 master copy or loss "
+                "scaling (official behaviour): an update smaller than about 1/2000 of its weight is rounded "
+                "away; --amp fp16 trains float32 weights with float16 arithmetic")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class Tree:
     # device_loader(name, dataset, train, batch_size, sampler, args, device): batches made on the device
     # (with the loader's state_dict for resuming), or None for a DataLoader with per-item transforms
     device_loader: Optional[Callable] = None
+    resume_may_change: tuple = ()  # the tree's options that may differ on --load besides resume.py's list
+                                   # and the pretrained weights (replaced by the saved state anyway)
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -76,6 +83,11 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
     experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    state = None
+    if experiment.resuming:  # refuse drifted options before building anything
+        state = experiment.load_state()
+        check_options(args, state.get("options") or experiment.saved_options(),
+                      tree.resume_may_change + (tree.pretrained_option,))
     _, info = describe(tree, args)
     runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
@@ -98,16 +110,17 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
                                      seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
-    state = experiment.load_state(runtime.device) if experiment.resuming else None
-    barrier(env)  # every process has checked the folder before the main one creates it
+    trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
+    if state is not None:
+        trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
+    barrier(env)  # every process has checked the folder and the state before the main one writes
     experiment.create(args, info)
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
     if getattr(args, "print_model", False):
         experiment.log(str(model))
+    if args.precision == "half" and not args.test_only:
+        experiment.warn(HALF_WARNING)
     try:
-        trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
-        if state is not None:
-            trainer.load_state(state)
         trainer.fit()
     finally:
         experiment.close()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import sys
+from typing import Callable, Collection
 
 from ..errors import OptionError
 from ..registry import Registry
@@ -25,7 +26,9 @@ class TemplateTable:
     def rule(self, key: str) -> Callable[[Rule], Rule]:
         return self._rules.register(key)
 
-    def apply(self, args: argparse.Namespace) -> None:
+    def apply(self, args: argparse.Namespace, given: Collection[str] = ()) -> None:
+        """Apply the matching rules.  As officially, a template's value wins over the command line's; each
+        option of ``given`` (those set on the command line) that a rule changes gets a note on stderr."""
         template = args.template
         if not is_given(template):
             return
@@ -33,5 +36,10 @@ class TemplateTable:
         if not matched:
             raise OptionError(f"unknown --template {template!r}; known (matched as substrings): "
                               f"{', '.join(self._rules)}")
+        before = dict(vars(args))
         for rule in matched:
             rule(args, template)
+        for name, value in before.items():
+            if name in given and getattr(args, name) != value:
+                print(f"note: --template {template} sets --{name} {getattr(args, name)}, overriding the "
+                      f"command line's {value}", file=sys.stderr)

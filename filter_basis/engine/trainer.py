@@ -19,14 +19,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import CheckpointError
-from .checkpoint import rng_state, set_rng_state
+from .checkpoint import load_state_dict_strict, rng_state, seed_everything, set_rng_state
 from .device import Runtime
-from .distributed import DistEnv, all_reduce_sum, gather_objects
+from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, gather_objects
 from .experiment import Experiment
 from .losses import WeightedLoss
 from .meters import MetricSums, flatten, nest
 from .optim import build_optimizer, build_scheduler
 from .progress import interactive, progress_bar
+from .resume import check_model_state, fresh_seed, plain_options
 
 MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training stops
 INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
@@ -52,6 +53,9 @@ class Trainer(abc.ABC):
             on_gpu = self.device.type == "cuda"
             net = DistributedDataParallel(model, device_ids=[self.device.index] if on_gpu else None)
         self.net = torch.compile(net) if args.compile else net
+        # Tests run the plain module: the DDP wrapper's forward is a collective (it broadcasts buffers),
+        # which a process whose test shard is empty (fewer test images than processes) never joins.
+        self.eval_net = self.net if not env.enabled else torch.compile(model) if args.compile else model
         self.loss = loss.to(self.device)
         self.train_loader, self.test_loaders = train_loader, test_loaders
         self.optimizer = build_optimizer(args, model.parameters())
@@ -69,7 +73,8 @@ class Trainer(abc.ABC):
 
     @abc.abstractmethod
     def test_step(self, batch, meter: MetricSums, set_name: str) -> None:
-        """Add the metric sums of one test batch to ``meter`` (keys 'a/b' nest in results.json)."""
+        """Add the metric sums of one test batch to ``meter`` (keys 'a/b' nest in results.json); forward
+        with ``self.eval_net``, not the training wrapper ``self.net``."""
 
     @abc.abstractmethod
     def score(self, metrics: dict) -> float:
@@ -168,8 +173,12 @@ class Trainer(abc.ABC):
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Metrics over every test set, reduced over processes; nested as in results.json."""
-        self.net.eval()
+        """Metrics over every test set, reduced over processes; nested as in results.json.
+
+        Hooks run ``self.eval_net``; every process first takes rank 0's buffers (the saved model's).
+        """
+        broadcast_buffers(self.env, self.model)
+        self.eval_net.eval()
         meter = MetricSums()
         for name, loader in self.test_loaders.items():
             for batch in progress_bar(loader, f"test {name}", self.show_bars):
@@ -193,27 +202,39 @@ class Trainer(abc.ABC):
         self.experiment.save_state({
             "epoch": self.epoch, "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
-            "error_last": self.error_last, "rng": rng, "data": data,
+            "error_last": self.error_last, "rng": rng, "data": data, "options": plain_options(self.args),
         })
 
     def load_state(self, state: dict) -> None:
-        """Continue exactly where a saved run stopped (model, optimiser, schedule, RNG and data order)."""
+        """Continue exactly where a saved run stopped (model, optimiser, schedule, RNG and data order).
+
+        Called before the experiment folder is written: a state that does not fit is refused with the
+        folder untouched.  A process the saved run did not have (more processes now) gets a random
+        stream of its own, not a copy of another rank's.
+        """
+        source = f"--load {self.args.load!r}: the saved model"
+        check_model_state(self.model, state.get("model"), source)
         try:
-            self.model.load_state_dict(state["model"])
+            load_state_dict_strict(self.model, state["model"], source)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
             self.epoch, self.best, self.error_last = state["epoch"], state["best"], state["error_last"]
             rng = state["rng"]
-            set_rng_state(rng[self.env.rank] if self.env.rank < len(rng) else rng[0])
+            if self.env.rank < len(rng):
+                set_rng_state(rng[self.env.rank])
+            else:  # a process the saved run did not have: its own streams, not a copy of rank 0's
+                seed_everything(fresh_seed(self.args.seed, self.env.rank, self.epoch))
             data = state.get("data")  # the augmentation generator of batches made on the device
-            if data and hasattr(self.train_loader, "load_state_dict"):
-                self.train_loader.load_state_dict(data[min(self.env.rank, len(data) - 1)])
+            if data and hasattr(self.train_loader, "load_state_dict") and self.env.rank < len(data):
+                self.train_loader.load_state_dict(data[self.env.rank])
+        except torch.OutOfMemoryError:
+            raise
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise CheckpointError(f"--load {self.args.load!r}: the training state does not fit these options "
-                                  f"({first})") from None
+                                  f"({type(error).__name__}: {first})") from None
 
     def _describe(self, epoch: int, metrics: dict) -> str:
         values = " ".join(f"{k} {v:.4f}" for k, v in flatten(metrics).items())
