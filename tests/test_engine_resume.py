@@ -163,3 +163,14 @@ def test_a_state_saved_without_its_options_is_checked_against_args_json(copied_r
     assert cli_main(TREE, argv) == 2  # --momentum left at its default 0.9
     assert "--momentum 0.9 (saved 0.8)" in capsys.readouterr().err
     assert snapshot(copied_run) == before
+
+
+def test_a_saved_run_may_be_tested_on_another_test_set(copied_run):
+    """What a test run evaluates on (and how basis layers compute) is not drift: --load RUN --test_only
+    --data_test OTHER is how a trained model is evaluated elsewhere."""
+    argv = TINY[:TINY.index("--data_test")] + TINY[TINY.index("--data_test") + 2:]
+    argv += ["--dir_save", str(copied_run), "--load", "run", "--momentum", "0.8", "--test_only",
+             "--data_test", "Digits", "--n_test", "8", "--basis_form", "merged"]
+    run(TREE, option.parse_args(argv))
+    results = json.loads((copied_run / "run" / "results.json").read_text())
+    assert results[-1]["epoch"] == 1 and "top1_error" in results[-1]["metrics"]
