@@ -25,6 +25,7 @@ TREE = Tree(
     test_batch_size=trainer.test_batch_size,
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
+    basis_count_options=model.basis_count_options,
 )
 
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import UserError
 from ..registry import Registry
+from . import basis_init
 from .checkpoint import seed_everything
 from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
@@ -41,6 +42,8 @@ class Tree:
     loss_types: Registry
     trainer_class: type
     summary_block: Optional[Callable[[argparse.Namespace], str]] = None
+    # (args, basis names, filters per basis) -> {option: value} that rebuild the model with those counts
+    basis_count_options: Optional[Callable[[argparse.Namespace, list, list], dict]] = None
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -72,6 +75,9 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
     experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    dense_init = basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
+    if dense_init is not None and dense_init.choice is not None and env.is_main:
+        print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
     _, info = describe(tree, args)
     runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
@@ -79,6 +85,8 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     pretrained = getattr(args, tree.pretrained_option)
     if is_given(pretrained):
         tree.load_pretrained(model, pretrained, args)
+    if dense_init is not None:
+        dense_init.apply(model)
     runtime.prepare(model)
     loss = build_loss(args.loss, tree.loss_types, args)
     if args.loss_norm and not args.test_only:  # a training regulariser: nothing to build for a test run
@@ -92,10 +100,17 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                      seed=args.seed)
         train_loader = _loader(train_set, args.batch_size // env.world_size, sampler, args, runtime)
+    if dense_init is not None:
+        bn_loader = train_loader
+        if bn_loader is None and args.bn_batches:  # a test run still re-estimates on the training data
+            bn_loader = _loader(tree.build_train_set(args), args.batch_size, None, args, runtime)
+        dense_init.reestimate(model, bn_loader, runtime)
     state = experiment.load_state(runtime.device) if experiment.resuming else None
     barrier(env)  # every process has checked the folder before the main one creates it
     experiment.create(args, info)
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
+    if dense_init is not None:
+        dense_init.write(experiment)
     if getattr(args, "print_model", False):
         experiment.log(str(model))
     try:

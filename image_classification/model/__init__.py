@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Tuple
 
 from torch import nn
 
+from filter_basis.engine.options import counts_string
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
@@ -52,6 +53,13 @@ def summary_input_size(args) -> tuple:
     """The (C, H, W) of one input for complexity counting: every model here is a CIFAR model."""
     MODELS.get(args.model)
     return (3, 32, 32)
+
+
+def basis_count_options(args, names: list, counts: list) -> dict:
+    """The options that give the bases of ``--model`` these numbers of filters (--target_compression)."""
+    if args.model.startswith("ResNet"):
+        return resnet.basis_count_options(args, names, counts)
+    return {"n_basis_str": counts_string(counts)}  # a basis per decomposed layer (VGG_Basis)
 
 
 def load_pretrained(model: nn.Module, path: str, args) -> None:
