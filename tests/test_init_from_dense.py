@@ -170,6 +170,9 @@ def test_cli_basis_init_writes_its_report_and_reestimates_batchnorm(tmp_path, ca
     assert (folder / "basis_init_energy.png").stat().st_size > 0
     assert "basis_init: 6 basis layers fitted" in (folder / "log.txt").read_text()
     assert trainer is not None
+    # a test run re-estimates on the training data too
+    run(CLS_TREE, cls_option.parse_args(argv + ["--save", "cut_test", "--n_basis1", "4", "--test_only"]))
+    assert json.loads((tmp_path / "cut_test" / "basis_init.json").read_text())["bn_batches"] == 2
     # at full rank the fit is exact: BatchNorm statistics are the dense model's, and so is the test error
     run(CLS_TREE, cls_option.parse_args(argv + ["--save", "full", "--n_basis1", "72", "--n_basis2", "72",
                                                 "--n_basis3", "72", "--test_only"]))

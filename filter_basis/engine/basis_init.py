@@ -34,6 +34,7 @@ class DenseInit:
         self.report: Optional[fit.InitReport] = None
         self.choice: Optional[dict] = None
         self.bn_batches = 0
+        self.no_data: Optional[str] = None  # why the BatchNorm statistics could not be re-estimated
         with torch.device("meta"):
             probe = tree.build_model(args)
         reason = fit.refusal(probe)
@@ -92,10 +93,15 @@ class DenseInit:
             raise OptionError(f"--basis_init: {error}") from None
         return self.report
 
+    def needs_batches(self, model: nn.Module) -> bool:
+        """BatchNorm statistics to re-estimate: ``--bn_batches`` > 0, BatchNorm layers, and a fit that is
+        not exact (an exact one left the function unchanged)."""
+        return bool(self.args.bn_batches) and not self.report.exact and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
     def reestimate(self, model: nn.Module, loader, runtime) -> None:
-        """Re-estimate BatchNorm statistics on ``--bn_batches`` training batches (not after an exact fit,
-        which left the function unchanged)."""
-        if loader is None or self.args.bn_batches == 0 or self.report.exact:
+        """Re-estimate the BatchNorm statistics on the first ``--bn_batches`` batches of ``loader``."""
+        if loader is None or not self.needs_batches(model):
             return
 
         def first_inputs():
@@ -118,6 +124,9 @@ class DenseInit:
         if self.bn_batches:
             experiment.log(f"basis_init: BatchNorm statistics re-estimated on {self.bn_batches} training "
                            f"batches")
+        elif self.no_data:
+            experiment.log(f"basis_init: BatchNorm statistics kept from the baseline (no training data: "
+                           f"{self.no_data})")
         if not experiment.writes:
             return
         record = {"file": str(self.args.basis_init), **self.report.to_dict(),

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..errors import UserError
+from ..errors import DataError, UserError
 from ..registry import Registry
 from . import basis_init
 from .checkpoint import seed_everything
@@ -100,10 +100,13 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                      seed=args.seed)
         train_loader = _loader(train_set, args.batch_size // env.world_size, sampler, args, runtime)
-    if dense_init is not None:
+    if dense_init is not None and dense_init.needs_batches(model):
         bn_loader = train_loader
-        if bn_loader is None and args.bn_batches:  # a test run still re-estimates on the training data
-            bn_loader = _loader(tree.build_train_set(args), args.batch_size, None, args, runtime)
+        if bn_loader is None:  # a test run re-estimates on the training data when they are at hand
+            try:
+                bn_loader = _loader(tree.build_train_set(args), args.batch_size, None, args, runtime)
+            except DataError as error:
+                dense_init.no_data = str(error)
         dense_init.reestimate(model, bn_loader, runtime)
     state = experiment.load_state(runtime.device) if experiment.resuming else None
     barrier(env)  # every process has checked the folder before the main one creates it
