@@ -137,6 +137,7 @@ class LayerFit:
     basis: str
     n_basis: int
     relative_error: float
+    energy_kept: float  # fraction of the layer's squared filter norm the fit keeps: 1 - error ** 2
 
 
 @dataclass
@@ -171,7 +172,8 @@ class InitReport:
             out.append(f"  basis {b['name']}: {b['n_basis']}/{b['full_rank']} filters, energy kept "
                        f"{b['energy_kept']:.4f}, relative error {b['relative_error']:.4f} "
                        f"({len(b['layers'])} layer(s))")
-        out += [f"    {f.path}: relative error {f.relative_error:.4f}" for f in self.layers]
+        out += [f"    {f.path}: relative error {f.relative_error:.4f}, energy kept {f.energy_kept:.4f}"
+                for f in self.layers]
         return out
 
 
@@ -210,7 +212,7 @@ def init_from_dense(model: nn.Module, baseline: nn.Module) -> InitReport:
             ref = float(dense.double().square().sum())
             error_sq += error ** 2 * ref
             norm_sq += ref
-            fits.append(LayerFit(path, group.name, group.basis.n_basis, error))
+            fits.append(LayerFit(path, group.name, group.basis.n_basis, error, 1 - error ** 2))
         bases.append({"name": group.name, "layers": group.layers, "n_basis": group.basis.n_basis,
                       "full_rank": group.full_rank, "energy_kept": group.energy_kept(group.basis.n_basis),
                       "relative_error": math.sqrt(error_sq / norm_sq) if norm_sq > 0 else 0.0,

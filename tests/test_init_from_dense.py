@@ -72,6 +72,8 @@ def test_error_rises_monotonically_as_the_basis_shrinks():
         with torch.no_grad():
             output_errors.append(_relative(basis(x), dense(x)))
         weight_errors.append(report.total_relative_error)
+        # basis3 serves one layer: the energy its kept singular values hold is what that layer keeps
+        assert report.bases[2]["energy_kept"] == pytest.approx(report.layers[-1].energy_kept, abs=1e-6)
     assert output_errors[0] < 1e-4
     assert all(a < b for a, b in zip(output_errors, output_errors[1:])), output_errors
     assert all(a < b for a, b in zip(weight_errors, weight_errors[1:])), weight_errors
