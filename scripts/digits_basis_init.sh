@@ -7,6 +7,7 @@
 #   scripts/digits_basis_init.sh [OUT]          (experiment folders under OUT, default experiment/)
 #   ROWS="16,32,64 target0.3" scripts/digits_basis_init.sh     (a subset of the rows)
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
+#   TABLE_ONLY=1 ...                                    (only print the table of runs already made)
 # Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ counts() {  # "16,32,64" -> the three --n_basis options; "target0.3" -> --target
     esac
 }
 for row in $ROWS; do
+    [ -z "${TABLE_ONLY:-}" ] || break
     name=${row//,/_}
     # shellcheck disable=SC2046
     $PY image_classification/main.py "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" --test_only \
@@ -61,8 +63,10 @@ print("| n_basis1/2/3 | weights (% of dense) | error before | after 3 epochs | r
 print("|---|---|---|---|---|")
 for row in rows:
     name = row.replace(",", "_")
-    args = json.loads((out / f"digits_finetune_{name}" / "args.json").read_text())
-    summary = json.loads((out / f"digits_finetune_{name}" / "summary.json").read_text())
+    done = out / f"digits_finetune_{name}"
+    done = done if done.is_dir() else out / f"digits_before_{name}"
+    args = json.loads((done / "args.json").read_text())
+    summary = json.loads((done / "summary.json").read_text())
     counts = "/".join(str(args[f"n_basis{i}"]) for i in (1, 2, 3))
     label = f"{counts} (--target_compression {row[6:]})" if row.startswith("target") else counts
     print(f"| {label} | {summary['weight_params']:,} ({summary['compression_pct']:.1f}%) | "
