@@ -27,6 +27,7 @@ TREE = Tree(
     trainer_class=trainer.Trainer,
     device_loader=data.device_loader,
     resume_may_change=option.RESUME_MAY_CHANGE,
+    basis_count_options=model.basis_count_options,
 )
 
 

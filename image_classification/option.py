@@ -34,10 +34,10 @@ STAGE_BASES = {"CIFAR": ((16, 24), (32, 48), (64, 84), (512, 320)),
 
 # Official options that only served other experiments (clustering kernels, model comparison, ...).
 # --n_colors, --act, --in_channels: the CIFAR models here, like the official ones, hard-wire RGB input,
-# ReLU and their stage widths; --unique_basis, --basis_size_str, --n_basis_str: unused variants.
+# ReLU and their stage widths; --unique_basis, --basis_size_str: unused variants.
 IGNORED = [
     ("--n_colors", int, 3), ("--act", str, "relu"), ("--in_channels", int, 64),
-    ("--unique_basis", bool, False), ("--basis_size_str", str, ""), ("--n_basis_str", str, ""),
+    ("--unique_basis", bool, False), ("--basis_size_str", str, ""),
     ("--base", str, ""), ("--base_p", str, ""), ("--extend", str, ""), ("--compare", str, ""),
     ("--multi", str, "full-256"), ("--n_init", int, 1), ("--max_iter", int, 4500), ("--symmetry", str, "i"),
     ("--init_seeds", str, "random"), ("--scale_type", str, "kernel_norm_train"), ("--n_bits", int, 16),
@@ -101,6 +101,9 @@ def build_parser() -> engine_options.OptionParser:
                         help="VGG_Basis: decompose all layers or a selection")
     method.add_argument("--basis_size", type=positive_int, default=128, help="basis size")
     method.add_argument("--n_basis", type=positive_int, default=128, help="basis filters")
+    method.add_argument("--n_basis_str", default="",
+                        help="VGG_Basis: filters of each decomposed layer, VALUE*COUNT joined by '+' "
+                             "(e.g. 64*4+128*6); overrides --n_basis")
 
     parser.add_argument("--linear", type=positive_int, default=1,
                         help="scale batch and lr by L with a 5-epoch warm-up (linear scaling rule)")

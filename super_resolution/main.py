@@ -26,6 +26,7 @@ TREE = Tree(
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
     resume_may_change=option.RESUME_MAY_CHANGE,
+    basis_count_options=model.basis_count_options,
 )
 
 

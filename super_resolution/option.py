@@ -90,6 +90,9 @@ def build_parser() -> engine_options.OptionParser:
     method.add_argument("--basis_size", type=positive_int, default=64, help="basis size")
     method.add_argument("--n_basis", type=positive_int, default=16, help="basis filters")
     method.add_argument("--share_basis", action="store_true", help="one basis for both convs of a block")
+    method.add_argument("--n_basis_str", default="",
+                        help="filters per basis, in model order, as VALUE*COUNT joined by '+' "
+                             "(e.g. 12*6+16*4); overrides --n_basis")
 
     test = parser.add_argument_group("testing")
     test.add_argument("--chop", action="store_true", help="super-resolve large images in overlapping tiles")

@@ -16,7 +16,7 @@ from ..errors import CheckpointError, OptionError
 from .checkpoint import load_checkpoint, save_checkpoint, write_text_atomic
 from .distributed import DistEnv
 from .options import experiment_folder, is_given
-from .plots import plot_results
+from .plots import plot_results, save_basis_images
 from .progress import echo
 
 STATE_FILE = "training_state.pt"
@@ -106,6 +106,11 @@ class Experiment:
             ([f"model_{epoch}.pt"] if keep_every else [])
         for name in names:
             save_checkpoint(state_dict, self.dir / "model" / name)
+
+    def save_basis_images(self, model) -> None:
+        """``model/bases/<basis>.png``: the filters of every basis of ``model``, next to its checkpoints."""
+        if self.writes:
+            save_basis_images(model, self.dir / "model" / "bases")
 
     def save_state(self, state: dict) -> None:
         """Written last after an evaluation: the commit point a resumed run starts from."""

@@ -51,6 +51,7 @@ nonnegative_int = _checked("an integer >= 0", int, lambda v: v >= 0)
 positive_float = _checked("a number > 0", float, lambda v: v > 0)
 nonnegative_float = _checked("a number >= 0", float, lambda v: v >= 0)
 unit_float = _checked("a number in [0, 1)", float, lambda v: 0 <= v < 1)
+fraction = _checked("a fraction in (0, 1], e.g. 0.3", float, lambda v: 0 < v <= 1)
 
 
 def _betas(text):
@@ -134,6 +135,17 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     opt.add_argument("--pre_train_optim", default=d["pre_train_optim"],
                      help="--loss_norm: state_dict of the dense baseline model (ours or the official layout)")
 
+    init = parser.add_argument_group("starting from a trained dense network")
+    init.add_argument("--basis_init", default="",
+                      help="state_dict of the dense baseline of --model (ours or the official layout): fit "
+                           "every basis layer to it in closed form and copy every other tensor")
+    init.add_argument("--target_compression", type=fraction, default=None,
+                      help="with --basis_init: choose the filters per basis so that the weights are at most "
+                           "this fraction of the baseline's, keeping the most spectral energy")
+    init.add_argument("--bn_batches", type=nonnegative_int, default=10,
+                      help="with --basis_init: training batches to re-estimate BatchNorm statistics on "
+                           "(0: keep the baseline's)")
+
     log = parser.add_argument_group("experiment folder and logging")
     log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")
     log.add_argument("--save", default="test", help="experiment folder name under --dir_save")
@@ -207,6 +219,40 @@ def experiment_folder(dir_save: str, name: str, option: str) -> Path:
     return folder
 
 
+def basis_counts(args: argparse.Namespace, n_bases: int, where: str) -> list:
+    """Filters of each of ``n_bases`` bases: ``--n_basis_str`` when given (official syntax
+    ``VALUE*COUNT+VALUE*COUNT...``, e.g. ``27*4+40*12``; a bare VALUE counts once), else ``--n_basis``
+    for every basis."""
+    text = getattr(args, "n_basis_str", "") or ""
+    if not text:
+        return [args.n_basis] * n_bases
+    counts = []
+    for item in text.split("+"):
+        value, _, repeat = item.partition("*")
+        try:
+            value, repeat = int(value), int(repeat) if repeat else 1
+        except ValueError:
+            value = repeat = 0
+        if value < 1 or repeat < 1:
+            raise OptionError(f"--n_basis_str {text!r}: {item!r} is not accepted; expected VALUE*COUNT items "
+                              f"joined by '+' (integers >= 1), e.g. 27*4+40*12")
+        counts += [value] * repeat
+    if len(counts) != n_bases:
+        raise OptionError(f"--n_basis_str {text!r} gives {len(counts)} numbers; {where} has {n_bases} bases")
+    return counts
+
+
+def counts_string(counts: Sequence[int]) -> str:
+    """The ``--n_basis_str`` that gives ``counts`` (runs of equal numbers as VALUE*COUNT)."""
+    runs: list = []
+    for n in counts:
+        if runs and runs[-1][0] == n:
+            runs[-1][1] += 1
+        else:
+            runs.append([n, 1])
+    return "+".join(f"{n}*{c}" for n, c in runs)
+
+
 def check_file(args: argparse.Namespace, option: str) -> None:
     """A path option that must name an existing file (skipped under --summary, which reads no file)."""
     path = getattr(args, option)
@@ -231,6 +277,13 @@ def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets,
     check_loss_string(args.loss, loss_types)
     if getattr(args, pretrained_option) not in pretrained_keywords:
         check_file(args, pretrained_option)
+    check_file(args, "basis_init")
+    if is_given(args.basis_init) and is_given(getattr(args, pretrained_option)):
+        raise OptionError(f"--basis_init and --{pretrained_option} both give the initial weights; use one "
+                          f"(--basis_init: a dense baseline, --{pretrained_option}: weights of --model)")
+    if args.target_compression is not None and not is_given(args.basis_init):
+        raise OptionError(f"--target_compression {args.target_compression:g} needs --basis_init FILE: the "
+                          f"filters per basis are chosen from the dense baseline's filters")
 
 
 _NOT_GIVEN = object()

@@ -39,3 +39,43 @@ def _plot(epochs: list, values: list, label: str, path: Path) -> None:
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
     write_atomic(path, lambda f: figure.savefig(f, format="png"))
+
+
+def basis_image(filters, scale: int = 8, gap: int = 2):
+    """One grey tile per basis filter (its first input channel), ``scale`` pixels per weight, mid-grey 0.
+
+    Every tile is scaled by its own largest magnitude, so shapes, not sizes, are compared; returns a
+    ``uint8`` array of rows x columns tiles (columns ~ sqrt of the number of filters).
+    """
+    import numpy as np
+
+    weights = filters.detach().float().cpu()[:, 0].numpy()  # (n, k, k)
+    n, kh, kw = weights.shape
+    peak = np.abs(weights).reshape(n, -1).max(axis=1)
+    tiles = 0.5 + 0.5 * weights / np.where(peak > 0, peak, 1)[:, None, None]
+    columns = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // columns)
+    th, tw = kh * scale, kw * scale
+    image = np.full((rows * (th + gap) + gap, columns * (tw + gap) + gap), 255, dtype=np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        y, x = gap + r * (th + gap), gap + c * (tw + gap)
+        image[y:y + th, x:x + tw] = np.kron(tile, np.ones((scale, scale))).clip(0, 1) * 255
+    return image
+
+
+def save_basis_images(model, folder: Path) -> list:
+    """``<folder>/<basis path>.png`` for every filter basis of ``model`` (a shared one once); the paths
+    written."""
+    import imageio.v3 as iio
+
+    from ..layers.basis_conv import Basis
+
+    written = []
+    for name, module in model.named_modules():
+        if isinstance(module, Basis):
+            path = folder / f"{name or 'basis'}.png"
+            png = iio.imwrite("<bytes>", basis_image(module.weight), extension=".png")
+            write_atomic(path, lambda f, png=png: f.write(png))
+            written.append(path)
+    return written

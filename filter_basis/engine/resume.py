@@ -26,6 +26,7 @@ RESUME_MAY_CHANGE = (
     "dir_data", "dir_save", "save", "load", "resume", "reset", "test_only", "summary",  # folders, invocation
     "template",  # its name only: the values it sets are compared like any other option
     "data_test", "basis_form",  # what a test run evaluates on; how basis layers compute (same parameters)
+    "basis_init", "bn_batches",  # a starting point, replaced by the saved state like the pretrained weights
 )
 
 

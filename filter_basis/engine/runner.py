@@ -9,11 +9,12 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ..errors import UserError
+from ..errors import DataError, UserError
 from ..layers import set_basis_form
 from ..registry import Registry
+from . import basis_init
 from .checkpoint import seed_everything
 from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
@@ -52,6 +53,8 @@ class Tree:
     device_loader: Optional[Callable] = None
     resume_may_change: tuple = ()  # the tree's options that may differ on --load besides resume.py's list
                                    # and the pretrained weights (replaced by the saved state anyway)
+    # (args, basis names, filters per basis) -> {option: value} that rebuild the model with those counts
+    basis_count_options: Optional[Callable[[argparse.Namespace, list, list], dict]] = None
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -83,6 +86,9 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
     experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    dense_init = basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
+    if dense_init is not None and dense_init.choice is not None and env.is_main:
+        print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
     state = None
     if experiment.resuming:  # refuse drifted options before building anything
         state = experiment.load_state()
@@ -96,6 +102,8 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     pretrained = getattr(args, tree.pretrained_option)
     if is_given(pretrained):
         tree.load_pretrained(model, pretrained, args)
+    if dense_init is not None:
+        dense_init.apply(model)
     runtime.prepare(model)
     loss = build_loss(args.loss, tree.loss_types, args)
     if args.loss_norm and not args.test_only:  # a training regulariser: nothing to build for a test run
@@ -110,12 +118,24 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
                                      seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
+    if dense_init is not None and dense_init.needs_batches(model):
+        bn_loader = train_loader
+        if bn_loader is None:  # a test run re-estimates on the training data when they are at hand
+            try:
+                bn_set = tree.build_train_set(args)
+                bn_loader = _loader(tree, args.data_train, bn_set, True, args.batch_size,
+                                    SequentialSampler(bn_set), args, runtime)
+            except DataError as error:
+                dense_init.no_data = str(error)
+        dense_init.reestimate(model, bn_loader, runtime)
     trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
     experiment.create(args, info)
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
+    if dense_init is not None:
+        dense_init.write(experiment)
     if getattr(args, "print_model", False):
         experiment.log(str(model))
     if args.precision == "half" and not args.test_only:

@@ -199,6 +199,7 @@ class Trainer(abc.ABC):
         weights = self.model.state_dict()
         self.experiment.record({"epoch": self.epoch, "metrics": metrics, **stats})
         self.experiment.save_models(weights, self.epoch, improved, self.args.save_models)
+        self.experiment.save_basis_images(self.model)
         self.experiment.save_state({
             "epoch": self.epoch, "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,

@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Tuple
 from torch import nn
 
 from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_dict
+from filter_basis.engine.options import counts_string
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
@@ -62,6 +63,13 @@ def pretrained_keys(args) -> Callable[[str], str]:
     if is_imagenet(args) and args.model == "VGG":
         return vgg.torchvision_key(args)
     return key_renamer(OFFICIAL_KEYS.get(args.model, ()))
+
+
+def basis_count_options(args, names: list, counts: list) -> dict:
+    """The options that give the bases of ``--model`` these numbers of filters (--target_compression)."""
+    if args.model.startswith("ResNet"):
+        return resnet.basis_count_options(args, names, counts)
+    return {"n_basis_str": counts_string(counts)}  # a basis per decomposed layer (VGG_Basis)
 
 
 def load_pretrained(model: nn.Module, path: str, args) -> None:

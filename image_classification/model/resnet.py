@@ -182,6 +182,16 @@ def build_resnet_group(args) -> nn.Module:
     return _build(args, group_convs(args, is_imagenet(args)), init=init_kaiming)
 
 
+def basis_count_options(args, names: list, counts: list) -> dict:
+    """``--target_compression``: ResNet_Basis has one basis per stage, set by ``--n_basis1..3``."""
+    options = {}
+    for name, count in zip(names, counts):
+        if not (name.startswith("basis") and name[5:].isdigit()):
+            raise OptionError(f"--target_compression: --model {args.model} has no option for basis {name!r}")
+        options[f"n_basis{name[5:]}"] = count
+    return options
+
+
 # Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
 OFFICIAL_KEYS = {
     "ResNet_Basis": [(r"^basis(\d)$", r"basis\1.weight"),

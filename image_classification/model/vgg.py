@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from filter_basis.engine.options import basis_counts
 from filter_basis.errors import OptionError
 from filter_basis.layers import BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
@@ -126,11 +127,14 @@ def build_vgg(args) -> VGG:
 
 def build_vgg_basis(args) -> VGG:
     """Every decomposed entry owns its basis ``(n_basis, basis_size, k, k)``: basis conv -> BN -> ReLU ->
-    1x1 projection -> BN -> ReLU."""
+    1x1 projection -> BN -> ReLU.  ``--n_basis_str`` gives each decomposed entry its own n_basis."""
     check_positive("--n_basis", args.n_basis)
-    check_divides("--basis_size", args.basis_size, _decomposed_inputs(args), "decomposed-layer input")
+    inputs = _decomposed_inputs(args)
+    check_divides("--basis_size", args.basis_size, inputs, "decomposed-layer input")
+    counts = iter(basis_counts(args, len(inputs), f"--model {args.model} --vgg_type {args.vgg_type} "
+                                                  f"--vgg_decom_type {args.vgg_decom_type}"))
     return _compressed(args, lambda i, cin, cout: BasisConv2d(
-        cin, cout, args.kernel_size, args.basis_size, args.n_basis, bias=not args.no_bias,
+        cin, cout, args.kernel_size, args.basis_size, next(counts), bias=not args.no_bias,
         mid=norm_act(), post=norm_act()))
 
 

@@ -8,6 +8,7 @@ from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
 from . import bicubic, edsr, srresnet
+from .block_convs import basis_count_options
 from .checkpoint import load_pretrained, load_state
 from .official_keys import official_key_map
 
@@ -49,5 +50,6 @@ def first_block_path(args) -> str:
     return "" if args.model == "Bicubic" else "body.0"
 
 
-__all__ = ["MODELS", "build_model", "baseline_name", "summary_input_size", "first_block_path",
+__all__ = ["MODELS", "basis_count_options",
+           "build_model", "baseline_name", "summary_input_size", "first_block_path",
            "load_pretrained", "load_state", "official_key_map"]

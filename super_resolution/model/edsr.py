@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .block_convs import BlockConvs, basis_convs, dense_convs, factor_convs
+from .block_convs import BlockConvs, basis_convs, block_basis_counts, dense_convs, factor_convs
 from .common import MeanShift, ResidualBlock, Upsampler, conv3x3, mean_colour
 
 
@@ -43,7 +43,7 @@ def build_edsr(args) -> EDSR:
 
 
 def build_edsr_basis(args) -> EDSR:
-    return _edsr(args, basis_convs(args.n_feats, args.basis_size, args.n_basis, args.share_basis))
+    return _edsr(args, basis_convs(args.n_feats, args.basis_size, block_basis_counts(args), args.share_basis))
 
 
 def build_edsr_factor(args) -> EDSR:

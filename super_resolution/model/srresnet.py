@@ -11,7 +11,7 @@ from torch import nn
 
 from filter_basis.layers import norm_act
 
-from .block_convs import BlockConvs, basis_convs, dense_convs, factor_convs
+from .block_convs import BlockConvs, basis_convs, block_basis_counts, dense_convs, factor_convs
 from .common import ResidualBlock, Upsampler, conv3x3
 
 
@@ -55,7 +55,7 @@ def build_srresnet_basis(args) -> SRResNet:
     layers (the official default-argument PReLU, defect D12) and the block keeps its BN/P layers."""
     shared_act = nn.PReLU()
     layer_act = shared_act if args.bn_every else nn.PReLU()
-    convs = basis_convs(args.n_feats, args.basis_size, args.n_basis, args.share_basis,
+    convs = basis_convs(args.n_feats, args.basis_size, block_basis_counts(args), args.share_basis,
                         mid=norm_act(layer_act), post=norm_act(layer_act), default_projection_init=True)
     return _srresnet(args, convs, shared_act, block_norm_act=not args.bn_every)
 
