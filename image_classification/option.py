@@ -44,7 +44,7 @@ def build_parser() -> engine_options.OptionParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_train", default="CIFAR10",
-                      help="training set: CIFAR10, CIFAR100, ImageNet, Synthetic")
+                      help="training set: CIFAR10, CIFAR100, ImageNet, Synthetic, Digits")
     data.add_argument("--data_test", default="CIFAR10", help="test set (same names)")
     data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
     data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")

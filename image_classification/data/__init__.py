@@ -16,7 +16,7 @@ from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
-from . import cifar, synthetic
+from . import cifar, digits, synthetic
 from .imagenet import imagenet
 from .transforms import cifar_transform, imagenet_transform
 
@@ -52,6 +52,8 @@ DATASETS.register("CIFAR100", DatasetSpec(_cifar("CIFAR100"), cifar_transform, 1
 DATASETS.register("ImageNet", DatasetSpec(_imagenet, imagenet_transform, 1000))
 DATASETS.register("Synthetic", DatasetSpec(lambda args, train, tf: synthetic.Synthetic(train, tf),
                                           cifar_transform, synthetic.NUM_CLASSES))
+DATASETS.register("Digits", DatasetSpec(lambda args, train, tf: digits.Digits(train, tf),
+                                       digits.digits_transform, digits.NUM_CLASSES))
 
 
 def num_classes(name: str) -> int:

@@ -19,13 +19,15 @@ def _pipeline(augment: list, mean: tuple, std: tuple) -> v2.Compose:
                        v2.Normalize(mean, std)])
 
 
-def cifar_transform(train: bool, flip: bool = True) -> v2.Compose:
+def cifar_transform(train: bool, flip: bool = True, mean: tuple = CIFAR_MEAN,
+                    std: tuple = CIFAR_STD) -> v2.Compose:
     """Training: random 32x32 crop of the image zero-padded by 4 (black in pixel space), then a random
-    horizontal flip unless ``flip`` is off; always: [0, 1] scaling and the CIFAR normalisation."""
+    horizontal flip unless ``flip`` is off; always: [0, 1] scaling and the CIFAR normalisation (or the
+    ``mean``/``std`` of another CIFAR-shaped set)."""
     augment = [v2.RandomCrop(32, padding=4, fill=0)] if train else []
     if train and flip:
         augment.append(v2.RandomHorizontalFlip())
-    return _pipeline(augment, CIFAR_MEAN, CIFAR_STD)
+    return _pipeline(augment, mean, std)
 
 
 def imagenet_transform(train: bool, flip: bool = True) -> v2.Compose:

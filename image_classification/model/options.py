@@ -36,7 +36,7 @@ def cifar_num_classes(args) -> int:
 
     if args.data_train == "ImageNet":
         raise OptionError(f"--model {args.model} is a CIFAR model (32x32 inputs); ImageNet models are not "
-                          "implemented, use --data_train CIFAR10, CIFAR100 or Synthetic")
+                          "implemented, use --data_train CIFAR10, CIFAR100, Synthetic or Digits")
     return num_classes(args.data_train)
 
 
