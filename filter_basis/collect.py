@@ -10,6 +10,10 @@ give two tables.  Folders that are not experiment folders are named on standard 
 
 Scripts add reference values through ``expected`` (``{row label or folder name: {column: value}}``):
 each column named there gets a ``COLUMN paper`` and a ``COLUMN diff`` (ours minus paper) column.
+``--paper FILE`` reads such values from a tab-separated file with columns ``name`` (a folder name) and
+``paper_metrics`` (``KEY=VALUE`` pairs, keys as in results.json: ``top1_error``, ``Set5_x4/psnr``), e.g.
+``scripts/paper/configs.tsv``; rows are then labelled by their folder names.  A ``--test_only`` run's
+training time is that of the run whose ``model/`` folder its ``--pre_train``/``--pretrained`` file is in.
 """
 
 from __future__ import annotations
@@ -168,7 +172,66 @@ def _best_record(run: Run, key: str, higher_is_better: bool) -> Optional[dict]:
     return pick(scored, key=lambda r: flatten(r["metrics"])[key])  # first of equals, as the trainer keeps it
 
 
-def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None) -> Table:
+METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "top1_error": "top-1 error %"}
+PRETRAINED_OPTIONS = ("pre_train", "pretrained")
+
+
+def metric_name(key: str) -> str:
+    """The column name of a flattened metric key: ``Set5_x4/psnr`` -> ``Set5_x4 PSNR``."""
+    group, _, last = key.rpartition("/")
+    return f"{group} {METRIC_NAMES[last]}".strip()
+
+
+def train_time(run: Run) -> Optional[float]:
+    """Seconds of training (sum of ``time_s``); for a ``--test_only`` run, those of the run that trained
+    the tested model (the experiment folder holding the ``model/`` folder of its pretrained file)."""
+    times = [r["time_s"] for r in run.results if "time_s" in r]
+    if times:
+        return sum(times)
+    for option in PRETRAINED_OPTIONS:
+        path = run.args.get(option)
+        if isinstance(path, str) and path not in ("", ".") and Path(path).parent.name == "model":
+            try:
+                source = read_run(Path(path).parent.parent)
+            except NotAnExperiment:
+                return None
+            times = [r["time_s"] for r in source.results if "time_s" in r]
+            return sum(times) if times else None
+    return None
+
+
+def read_paper(path) -> dict:
+    """``{name: {metric key: value}}`` from a TSV with ``name`` and ``paper_metrics`` columns
+    (lines starting with '#' are comments)."""
+    try:
+        with open(path, newline="") as f:
+            lines = [line for line in f if not line.startswith("#")]
+        values = {}
+        for row in csv.DictReader(lines, delimiter="\t"):
+            pairs = (item.split("=", 1) for item in (row.get("paper_metrics") or "").split())
+            values[row["name"]] = {key: float(value) for key, value in pairs}
+        return values
+    except (OSError, KeyError, ValueError) as error:
+        raise UserError(f"--paper {str(path)!r}: expected a tab-separated file with columns name and "
+                        f"paper_metrics (KEY=VALUE pairs) ({type(error).__name__}: {error})") from None
+
+
+def paper_columns(paper: Mapping, table: Table) -> dict:
+    """The ``expected`` mapping of :func:`add_expected` for ``table``: each paper metric beside the
+    best-epoch column of that metric (keys the table has no column for are left out)."""
+    expected = {}
+    for name, metrics in paper.items():
+        columns = {}
+        for key, value in metrics.items():
+            if key.rpartition("/")[2] in METRIC_NAMES and f"{metric_name(key)} (best)" in table.columns:
+                columns[f"{metric_name(key)} (best)"] = value
+        if columns:
+            expected[name] = columns
+    return expected
+
+
+def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None, *,
+                label_folders: bool = False) -> Table:
     """The table of runs of one task (see the module docstring); ``expected`` adds paper/diff columns."""
     if not runs:
         raise ValueError("build_table needs at least one run")
@@ -178,14 +241,14 @@ def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None) -> Tabl
     sr = task == SUPER_RESOLUTION
     if sr:
         groups = [g for g, _ in _metric_keys(runs, ("psnr",))]
-        metrics = [(f"{g}/{s}" if g else s, f"{g} {s.upper()}".strip())
+        metrics = [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}"))
                    for g in groups for s in ("psnr", "ssim")]
         best_key, higher = _first_key(runs, "psnr"), True
         params = [("block weight params", "block_weight_params", ",.0f"),
                   ("block compression %", "block_compression_pct", ".1f"),
                   ("weight params", "weight_params", ",.0f")]
     else:
-        metrics = [(f"{g}/{s}" if g else s, f"{g} top-1 error %".strip())
+        metrics = [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}"))
                    for g, s in _metric_keys(runs, ("top1_error",))]
         best_key, higher = _first_key(runs, "top1_error"), False
         params = [("weight params", "weight_params", ",.0f"), ("compression %", "compression_pct", ".1f")]
@@ -202,7 +265,7 @@ def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None) -> Tabl
     columns.append("train time s")
 
     rows = []
-    for run, label in zip(runs, labels(runs)):
+    for run, label in zip(runs, [run.name for run in runs] if label_folders else labels(runs)):
         row = {"run": label, "model": run.model, "folder": str(run.folder)}
         for column, key, _ in params:
             row[column] = run.summary.get(key)
@@ -212,8 +275,7 @@ def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None) -> Tabl
             values = flatten(record["metrics"]) if record else {}
             for key, name in metrics:
                 row[f"{name} ({when})"] = values.get(key)
-        times = [r["time_s"] for r in run.results if "time_s" in r]
-        row["train time s"] = sum(times) if times else None
+        row["train time s"] = train_time(run)
         rows.append(row)
 
     table = Table(task, columns, rows, formats, x_column=params[0][0],
@@ -310,12 +372,13 @@ def plot(table: Table, path) -> None:
 
 
 def collect(folders: Sequence, out, name: Optional[str] = None, expected: Optional[Mapping] = None,
-            warn=None) -> dict:
+            warn=None, paper: Optional[Mapping] = None) -> dict:
     """Read the folders, write ``NAME.md``, ``NAME.csv``, ``NAME.png`` under ``out`` per task; the tables.
 
     ``NAME`` is the task (``classification``, ``super_resolution``) or, when given, ``name`` (with
     ``_task`` added if the folders hold both tasks).  Skipped folders are reported through ``warn``
     (default: a line on standard error).  No experiment folder at all is a :class:`UserError`.
+    ``paper`` (:func:`read_paper`) adds the paper's values and labels the rows by folder name.
     """
     warn = warn or (lambda line: print(line, file=sys.stderr))
     runs, skipped = read_runs(folders)
@@ -328,7 +391,9 @@ def collect(folders: Sequence, out, name: Optional[str] = None, expected: Option
     out = Path(out)
     tables = {}
     for task in tasks:
-        table = build_table([run for run in runs if run.task == task], expected)
+        table = build_table([run for run in runs if run.task == task], expected, label_folders=bool(paper))
+        if paper and paper_columns(paper, table):
+            add_expected(table, paper_columns(paper, table))
         stem = task if not name else (name if len(tasks) == 1 else f"{name}_{task}")
         write_text_atomic(out / f"{stem}.md", to_markdown(table))
         write_text_atomic(out / f"{stem}.csv", to_csv(table))
@@ -346,10 +411,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=".", help="folder for the table and plot files (default: .)")
     parser.add_argument("--name", default=None,
                         help="file name stem (default: the task, classification or super_resolution)")
+    parser.add_argument("--paper", default=None, metavar="TSV",
+                        help="reference values by folder name (columns name, paper_metrics), e.g. "
+                             "scripts/paper/configs.tsv: adds 'paper' and 'diff' columns")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     args = parser.parse_args(argv)
     try:
-        tables = collect(args.folders, args.out, args.name)
+        paper = read_paper(args.paper) if args.paper else None
+        tables = collect(args.folders, args.out, args.name, paper=paper)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
