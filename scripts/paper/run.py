@@ -555,6 +555,12 @@ def as_printed(value: float, like: str) -> str:
     return f"{value / {'': 1, 'k': 1e3, 'M': 1e6}[unit]:.{decimals}f}{unit}"
 
 
+def _one_digit_apart(ours: str, paper: str) -> bool:
+    """Whether two numbers printed alike differ by one unit of their last digit (a rounding difference)."""
+    value, unit, decimals = paper_number(paper)
+    return abs(paper_number(ours)[0] - value) <= 1.01 * 10 ** -decimals * {"": 1, "k": 1e3, "M": 1e6}[unit]
+
+
 def params_table(configs: List[Config]) -> str:
     lines = []
     what = {"5": "weight parameters of the whole network (tensors with more than one dimension)",
@@ -573,8 +579,9 @@ def params_table(configs: List[Config]) -> str:
             printed_params = as_printed(counted["params"], config.paper_params) if config.paper_params else ""
             printed_pct = (as_printed(counted["compression_pct"], config.paper_compression)
                            if config.paper_compression else "")
-            differs = [what for what, ours, paper in (("#params", printed_params, config.paper_params),
-                                                      ("compression", printed_pct, config.paper_compression))
+            differs = [f"{what} {ours} vs {paper}" + (" (last digit)" if _one_digit_apart(ours, paper) else "")
+                       for what, ours, paper in (("#params", printed_params, config.paper_params),
+                                                 ("compression", printed_pct, config.paper_compression))
                        if paper and ours != paper]
             if not config.paper_params and not config.paper_compression:
                 verdict = "baseline (not printed in the table)"
@@ -583,8 +590,10 @@ def params_table(configs: List[Config]) -> str:
             lines.append(f"{config.name:<26} {counted['params']:>11,} {config.paper_params or '-':>7} "
                          f"{printed_params or '-':>10} {counted['compression_pct']:>9.2f} "
                          f"{config.paper_compression or '-':>6} {printed_pct or '-':>10}  {verdict}")
-    lines += ["", "ours: counted from the models built with each configuration's options; 'as printed': ours "
-              "rounded to the paper's precision; quoted rows are numbers the paper quotes from other work."]
+    lines += ["", "ours: counted from the models built with each configuration's options (equal to the official "
+              "code's counts); 'as printed': ours rounded to the paper's precision.  ResNet-56 Basis and Factor",
+              "differ from the printed table in the official code too.  Quoted rows are numbers the paper "
+              "quotes from other work; nothing here trains them."]
     return "\n".join(lines)
 
 

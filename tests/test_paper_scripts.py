@@ -1,0 +1,265 @@
+"""scripts/paper/*.sh end to end on tiny stand-in data in the official layouts, with shrunken models.
+
+The data are written here: CIFAR-10 in torchvision's pickle format, DIV2K / DIV2KSUB / benchmark folders
+in the official ``super_resolution/`` layout.  Every main.py run is a real process started by the scripts.
+"""
+
+import csv
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from filter_basis.engine.checkpoint import read_state_dict
+
+SCRIPTS = "scripts/paper"
+SR_SIZE = 48  # HR side: divisible by 2, 3 and 4
+SR_EXTRA = ("--n_resblocks 1 --n_feats 16 --basis_size 16 --n_basis 4 --n_train 4 --patch_size 24 "
+            "--batch_size 2 --test_every 2 --n_val 1 --n_threads 0 --ext img")
+
+
+def _write_cifar(root, n_train_batch=40, n_test=16):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def batch(path, n, label):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        entry = {"batch_label": label, "labels": [int(i % 10) for i in range(n)], "data": data,
+                 "filenames": [f"img_{i}.png" for i in range(n)]}
+        with open(path, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+
+    for i in range(1, 6):
+        batch(folder / f"data_batch_{i}", n_train_batch, f"training batch {i} of 5")
+    batch(folder / "test_batch", n_test, "testing batch 1 of 1")
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, f, protocol=2)
+
+
+def _smooth_image(rng, size):
+    small = rng.integers(0, 256, size=(size // 8, size // 8, 3)).astype(np.float32)
+    return np.kron(small, np.ones((8, 8, 1), np.float32)).astype(np.uint8)
+
+
+def _lr(image, scale):
+    h, w, c = image.shape
+    return image.reshape(h // scale, scale, w // scale, scale, c).mean(axis=(1, 3)).astype(np.uint8)
+
+
+def _write_sr(root):
+    """The official layout: DIR_DATA/super_resolution/{DIV2K,benchmark}/..."""
+    rng = np.random.default_rng(1)
+    sr = root / "super_resolution"
+    for i in range(4):  # DIV2KSUB: GT_sub and GT_sub_bicLRx<s>
+        image = _smooth_image(rng, SR_SIZE)
+        iio.imwrite(_mkdir(sr / "DIV2K" / "GT_sub") / f"0001_s{i:03d}.png", image)
+        for s in (2, 3, 4):
+            iio.imwrite(_mkdir(sr / "DIV2K" / f"GT_sub_bicLRx{s}") / f"0001_s{i:03d}.png", _lr(image, s))
+    image = _smooth_image(rng, SR_SIZE)  # DIV2K validation image 0801
+    iio.imwrite(_mkdir(sr / "DIV2K" / "DIV2K_valid_HR") / "0801.png", image)
+    for s in (2, 3, 4):
+        iio.imwrite(_mkdir(sr / "DIV2K" / "DIV2K_valid_LR_bicubic" / f"X{s}") / f"0801x{s}.png", _lr(image, s))
+    for name in ("Set5", "Set14", "B100", "Urban100"):
+        image = _smooth_image(rng, SR_SIZE)
+        iio.imwrite(_mkdir(sr / "benchmark" / name / "HR") / "img.png", image)
+        for s in (2, 3, 4):
+            iio.imwrite(_mkdir(sr / "benchmark" / name / "LR_bicubic" / f"X{s}") / f"imgx{s}.png", _lr(image, s))
+
+
+def _mkdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dir_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_data")
+    _write_cifar(root)
+    _write_sr(root)
+    return root
+
+
+def _env(dir_data, dir_save, **settings):
+    env = {k: v for k, v in os.environ.items() if k not in ("ONLY", "EXTRA", "EPOCHS", "GPUS", "DISTRIBUTED")}
+    env.update(PYTHON=sys.executable, DIR_DATA=str(dir_data), DIR_SAVE=str(dir_save), GPUS="",
+               OMP_NUM_THREADS="1", **settings)
+    return env
+
+
+def _script(repo_root, name, env, *args, check=True):
+    result = subprocess.run(["bash", str(repo_root / SCRIPTS / name), *args], cwd=repo_root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _epochs(folder):
+    return [r["epoch"] for r in json.loads((folder / "results.json").read_text()) if "train_loss" in r]
+
+
+def _table_rows(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(repo_root, dir_data, tmp_path):
+    env = _env(dir_data, tmp_path / "save", ONLY="ResNet56_Basis", EPOCHS="3",
+               EXTRA="--depth 8 --batch_size 16 --n_threads 0 --print_every 1")
+    folder = tmp_path / "save" / "ResNet56_Basis"
+    process = subprocess.Popen(["bash", str(repo_root / SCRIPTS / "table5_cifar10.sh")], cwd=repo_root,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 300
+    while not (folder / "training_state.pt").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the script and its main.py, mid-run
+    process.wait()
+    done_before = _epochs(folder)
+    assert 1 <= len(done_before) < 3, "the run finished before it could be killed"
+    first_record = json.loads((folder / "results.json").read_text())[0]
+
+    out = _script(repo_root, "table5_cifar10.sh", env).stdout
+    assert f"ResNet56_Basis: continuing from epoch {done_before[-1]} of 3" in out
+    train_line = next(line for line in out.splitlines() if "ResNet56_Basis train on cpu" in line)
+    assert train_line.endswith("--load ResNet56_Basis") and "--save" not in train_line
+    assert _epochs(folder) == [1, 2, 3]
+    assert json.loads((folder / "results.json").read_text())[0] == first_record  # not restarted
+    test_args = json.loads((tmp_path / "save" / "test" / "ResNet56_Basis" / "args.json").read_text())
+    assert test_args["test_only"] and test_args["pretrained"] == str(folder / "model" / "model_best.pt")
+    rows = _table_rows(out)
+    assert "top-1 error % (best) paper" in rows[0] and "train time s" in rows[0]
+    assert rows[1].startswith("| ResNet56_Basis |") and "| 6.60 |" in rows[1]
+    assert (tmp_path / "save" / "test" / "table5.md").is_file()
+
+    again = _script(repo_root, "table5_cifar10.sh", env).stdout
+    assert "ResNet56_Basis: finished (3 epochs" in again and "test results up to date" in again
+    assert " train on " not in again and " test on " not in again  # no main.py started
+    assert _table_rows(again) == rows
+
+
+def test_table2_runs_a_configuration_end_to_end(repo_root, dir_data, tmp_path):
+    env = _env(dir_data, tmp_path / "save", ONLY="EDSR_Basis_X4_L8_B128+27", EPOCHS="1", EXTRA=SR_EXTRA)
+    out = _script(repo_root, "table2_sr_light.sh", env).stdout
+    test = tmp_path / "save" / "test" / "EDSR_Basis_X4_L8_B128+27"
+    metrics = json.loads((test / "results.json").read_text())[0]["metrics"]
+    assert set(metrics) == {f"{name}_x4" for name in ("Set5", "Set14", "B100", "Urban100", "DIV2K")}
+    rows = _table_rows(out)
+    assert "Urban100_x4 PSNR (best) paper" in rows[0]
+    assert rows[1].startswith("| EDSR_Basis_X4_L8_B128+27 |") and "| 25.76 |" in rows[1]
+
+
+def test_table3_x4_alone_trains_its_x2_first_and_starts_from_it(repo_root, dir_data, tmp_path):
+    save = tmp_path / "save"
+    env = _env(dir_data, save, ONLY="EDSR_Basis_X4_L32", EPOCHS="1", EXTRA=SR_EXTRA)
+    out = _script(repo_root, "table3_edsr.sh", env).stdout
+    assert "EDSR_Basis_X4_L32 starts from EDSR_Basis_X2_L32, which is not trained yet" in out
+    assert out.index("EDSR_Basis_X2_L32 train on") < out.index("partial load: EDSR_Basis_X4_L32") \
+        < out.index("EDSR_Basis_X4_L32 train on")
+    assert "upsampler tail.0" in out
+    x2 = read_state_dict(save / "EDSR_Basis_X2_L32" / "model" / "model_best.pt")
+    x4_args = json.loads((save / "EDSR_Basis_X4_L32" / "args.json").read_text())
+    init = read_state_dict(x4_args["pre_train"])
+    assert x4_args["scale"] == [4] and x4_args["patch_size"] == 24
+    body = [k for k in x2 if not k.startswith("tail.0.")]
+    assert body and all(torch.equal(init[k], x2[k]) for k in body)
+    assert {k for k in init if k.startswith("tail.0.")} != {k for k in x2 if k.startswith("tail.0.")}
+    for name, scale in (("EDSR_Basis_X2_L32", 2), ("EDSR_Basis_X4_L32", 4)):
+        metrics = json.loads((save / "test" / name / "results.json").read_text())[0]["metrics"]
+        assert f"Urban100_x{scale}" in metrics and f"DIV2K_x{scale}" in metrics
+    assert len(_table_rows(out)) == 3  # header, x2 and x4
+
+
+def _official_cls_file(reference_dir, config, path):
+    """A random-weight checkpoint in the official key layout (official_state_dicts/<config>.tsv)."""
+    from image_classification.model import OFFICIAL_KEYS, build_model
+    from image_classification.model.checkpoint import key_renamer
+    from image_classification.option import parse_args
+
+    line = {r["config"]: r["command_line"] for r in csv.DictReader(
+        open(reference_dir / "official_models.tsv"), delimiter="\t")}[config]
+    args = parse_args(line.split())
+    ours = build_model(args).state_dict()
+    rename = key_renamer(OFFICIAL_KEYS.get(args.model, ()))
+    with open(reference_dir / "official_state_dicts" / f"{config}.tsv") as f:
+        keys = [row["key"] for row in csv.DictReader(f, delimiter="\t")]
+    torch.save({key: ours[rename(key)].clone() for key in keys}, path)
+    return ours
+
+
+def _official_sr_file(config_line, path):
+    from super_resolution.model import build_model, official_key_map
+    from super_resolution.option import parse_args
+
+    model = build_model(parse_args(config_line.split()))
+    state = model.state_dict()
+    torch.save({official: state[ours].clone() for ours, official in official_key_map(model).items()}, path)
+
+
+def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir_data, tmp_path,
+                                                                  reference_dir):
+    models = tmp_path / "released"
+    models.mkdir()
+    _official_cls_file(reference_dir, "ResNet56_Basis", models / "ResNet_Basis.pt")
+    _official_cls_file(reference_dir, "ResNet56_Group8", models / "ResNet_Group.pt")
+    _official_sr_file("--model SRResNet_Basis --scale 4 --basis_size 64 --n_basis 14 --bn_every --n_resblocks 16 "
+                      "--n_feats 64", models / "SRResNet_Basis_X4_L16_B64+14.pt")
+    _official_sr_file("--model EDSR_Factor --scale 4 --sic_layer 2 --n_resblocks 8 --n_feats 128 --res_scale 1",
+                      models / "EDSR_Factor_X4_L8_SIC2.pt")
+    only = "ResNet56_Basis,ResNet56_Group8,VGG16,SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2"
+    env = _env(dir_data, tmp_path / "save", ONLY=only, EXTRA="--n_val 1 --n_threads 0")
+    out = _script(repo_root, "evaluate.sh", env, str(models)).stdout
+    assert re.search(r"no checkpoint in .* for 1 configuration\(s\), not tested: VGG16", out)
+    evaluated = tmp_path / "save" / "evaluate"
+    for name, file in (("ResNet56_Basis", "ResNet_Basis.pt"), ("EDSR_Factor_X4_L8_SIC2", "EDSR_Factor_X4_L8_SIC2.pt")):
+        args = json.loads((evaluated / name / "args.json").read_text())
+        assert args.get("pretrained", args.get("pre_train")) == str(models / file)
+    error = json.loads((evaluated / "ResNet56_Group8" / "results.json").read_text())[0]["metrics"]["top1_error"]
+    assert 0 <= error <= 100
+    rows = _table_rows(out)
+    assert any(r.startswith("| ResNet56_Basis |") for r in rows)
+    assert any(r.startswith("| SRResNet_Basis_X4_B64+14 |") and "| 31.84 |" in r for r in rows)
+    assert "Table 5" in out and "Table 2" in out
+
+
+def test_missing_data_set_stops_before_any_training(repo_root, tmp_path):
+    env = _env(tmp_path / "nothing", tmp_path / "save", ONLY="SRResNet_X4", EPOCHS="1")
+    result = _script(repo_root, "table2_sr_light.sh", env, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: dataset folder not found:") and "GT_sub" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "save" / "SRResNet_X4").exists()
+
+
+def test_help_lists_variables_and_configurations_and_bad_settings_are_refused(repo_root, tmp_path):
+    out = _script(repo_root, "table3_edsr.sh", _env(tmp_path, tmp_path), "--help").stdout
+    for variable in ("DIR_DATA", "DIR_SAVE", "GPUS", "DISTRIBUTED", "EPOCHS", "ONLY", "EXTRA"):
+        assert f"  {variable} " in out
+    assert "experiment/paper/" in out and "EDSR_Basis_X4_L32U" in out and "ResNet56" not in out
+    bad = _script(repo_root, "table5_cifar10.sh", _env(tmp_path, tmp_path, ONLY="ResNet57"), check=False)
+    assert bad.returncode == 2 and "unknown configuration 'ResNet57'" in bad.stderr and "ResNet56_Basis" in bad.stderr
+
+
+def test_params_prints_every_row_with_exact_counts_beside_the_paper(repo_root, tmp_path, reference_dir):
+    out = _script(repo_root, "params.sh", _env(tmp_path, tmp_path)).stdout
+    official = {r["config"]: r for r in csv.DictReader(open(reference_dir / "official_models.tsv"), delimiter="\t")}
+    lines = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in official}
+    assert set(lines) == set(official)  # every configuration of Tables 2, 3 and 5
+    for name, row in official.items():
+        exact = row["weights_per_residual_block"] or row["weight_params(dim>1)"]
+        assert f" {int(exact):,} " in lines[name], name
+    assert lines["ResNet56_Basis"].endswith("DIFFERS: #params 195k vs 186k, compression 23.0 vs 21.9")
+    assert lines["ResNet56_Factor"].endswith("DIFFERS: #params 224k vs 212k, compression 26.3 vs 24.9")
+    assert lines["VGG16_Group64"].endswith("DIFFERS: compression 25.8 vs 25.9 (last digit)")
+    assert lines["VGG16_Basis"].endswith("agrees") and lines["EDSR_Basis_X4_L32U"].endswith("agrees")
+    for quoted in ("VGG16_Kmeans", "DenseNet40_KSE", "DenseNet40_SimpleSVD", "ResNet56_KSE"):
+        assert re.search(rf"^{quoted} +quoted +\S+", out, re.M)
