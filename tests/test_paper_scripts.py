@@ -215,20 +215,22 @@ def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir
                       "--n_feats 64", models / "SRResNet_Basis_X4_L16_B64+14.pt")
     _official_sr_file("--model EDSR_Factor --scale 4 --sic_layer 2 --n_resblocks 8 --n_feats 128 --res_scale 1",
                       models / "EDSR_Factor_X4_L8_SIC2.pt")
-    only = "ResNet56_Basis,ResNet56_Group8,VGG16,SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2"
-    env = _env(dir_data, tmp_path / "save", ONLY=only, EXTRA="--n_val 1 --n_threads 0")
-    out = _script(repo_root, "evaluate.sh", env, str(models)).stdout
-    assert re.search(r"no checkpoint in .* for 1 configuration\(s\), not tested: VGG16", out)
-    evaluated = tmp_path / "save" / "evaluate"
-    for name, file in (("ResNet56_Basis", "ResNet_Basis.pt"), ("EDSR_Factor_X4_L8_SIC2", "EDSR_Factor_X4_L8_SIC2.pt")):
-        args = json.loads((evaluated / name / "args.json").read_text())
-        assert args.get("pretrained", args.get("pre_train")) == str(models / file)
-    error = json.loads((evaluated / "ResNet56_Group8" / "results.json").read_text())[0]["metrics"]["top1_error"]
-    assert 0 <= error <= 100
-    rows = _table_rows(out)
-    assert any(r.startswith("| ResNet56_Basis |") for r in rows)
-    assert any(r.startswith("| SRResNet_Basis_X4_B64+14 |") and "| 31.84 |" in r for r in rows)
-    assert "Table 5" in out and "Table 2" in out
+    save = tmp_path / "save"
+    # EXTRA goes to every line, so options of one tree (--n_val) mean one call per tree
+    cls = _script(repo_root, "evaluate.sh", _env(dir_data, save, ONLY="ResNet56_Basis,ResNet56_Group8,VGG16",
+                                                 EXTRA="--n_threads 0"), str(models)).stdout
+    sr = _script(repo_root, "evaluate.sh", _env(dir_data, save, ONLY="SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2",
+                                                EXTRA="--n_val 1 --n_threads 0"), str(models)).stdout
+    assert re.search(r"no checkpoint in .* for 1 configuration\(s\), not tested: VGG16", cls)
+    evaluated = save / "evaluate"
+    for name, option, file in (("ResNet56_Basis", "pretrained", "ResNet_Basis.pt"),
+                               ("EDSR_Factor_X4_L8_SIC2", "pre_train", "EDSR_Factor_X4_L8_SIC2.pt")):
+        assert json.loads((evaluated / name / "args.json").read_text())[option] == str(models / file)
+    results = json.loads((evaluated / "ResNet56_Group8" / "results.json").read_text())
+    assert 0 <= results[0]["metrics"]["top1_error"] <= 100
+    assert "Table 5" in cls and any(r.startswith("| ResNet56_Group8 |") for r in _table_rows(cls))
+    assert "Table 2" in sr
+    assert any(r.startswith("| SRResNet_Basis_X4_B64+14 |") and "| 31.84 |" in r for r in _table_rows(sr))
 
 
 def test_missing_data_set_stops_before_any_training(repo_root, tmp_path):
