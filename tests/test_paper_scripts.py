@@ -5,6 +5,7 @@ in the official ``super_resolution/`` layout.  Every main.py run is a real proce
 """
 
 import csv
+import importlib.util
 import json
 import os
 import pickle
@@ -68,12 +69,14 @@ def _write_sr(root):
     image = _smooth_image(rng, SR_SIZE)  # DIV2K validation image 0801
     iio.imwrite(_mkdir(sr / "DIV2K" / "DIV2K_valid_HR") / "0801.png", image)
     for s in (2, 3, 4):
-        iio.imwrite(_mkdir(sr / "DIV2K" / "DIV2K_valid_LR_bicubic" / f"X{s}") / f"0801x{s}.png", _lr(image, s))
+        lr_dir = _mkdir(sr / "DIV2K" / "DIV2K_valid_LR_bicubic" / f"X{s}")
+        iio.imwrite(lr_dir / f"0801x{s}.png", _lr(image, s))
     for name in ("Set5", "Set14", "B100", "Urban100"):
         image = _smooth_image(rng, SR_SIZE)
         iio.imwrite(_mkdir(sr / "benchmark" / name / "HR") / "img.png", image)
         for s in (2, 3, 4):
-            iio.imwrite(_mkdir(sr / "benchmark" / name / "LR_bicubic" / f"X{s}") / f"imgx{s}.png", _lr(image, s))
+            lr_dir = _mkdir(sr / "benchmark" / name / "LR_bicubic" / f"X{s}")
+            iio.imwrite(lr_dir / f"imgx{s}.png", _lr(image, s))
 
 
 def _mkdir(path):
@@ -104,6 +107,30 @@ def _script(repo_root, name, env, *args, check=True):
     return result
 
 
+@pytest.fixture(scope="module")
+def driver(repo_root):
+    """scripts/paper/run.py as a module: reruns are driven in-process (their main.py runs stay processes)."""
+    spec = importlib.util.spec_from_file_location("paper_run", repo_root / SCRIPTS / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _drive(driver, monkeypatch, capfd, env, *argv):
+    """run.py ARGV in this process with the settings of ``env``: (exit status, stdout, stderr)."""
+    for name in ("ONLY", "EXTRA", "EPOCHS", "GPUS", "DISTRIBUTED", "DIR_DATA", "DIR_SAVE", "OMP_NUM_THREADS"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    capfd.readouterr()
+    code = driver.main(list(argv))
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
 def _epochs(folder):
     return [r["epoch"] for r in json.loads((folder / "results.json").read_text()) if "train_loss" in r]
 
@@ -112,7 +139,8 @@ def _table_rows(stdout):
     return [line for line in stdout.splitlines() if line.startswith("| ")]
 
 
-def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(repo_root, dir_data, tmp_path):
+def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(repo_root, dir_data, tmp_path,
+                                                                               driver, monkeypatch, capfd):
     env = _env(dir_data, tmp_path / "save", ONLY="ResNet56_Basis", EPOCHS="3",
                EXTRA="--depth 8 --batch_size 16 --n_threads 0 --print_every 1")
     folder = tmp_path / "save" / "ResNet56_Basis"
@@ -128,7 +156,8 @@ def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(r
     assert 1 <= len(done_before) < 3, "the run finished before it could be killed"
     first_record = json.loads((folder / "results.json").read_text())[0]
 
-    out = _script(repo_root, "table5_cifar10.sh", env).stdout
+    code, out, _ = _drive(driver, monkeypatch, capfd, env, "table5")
+    assert code == 0
     assert f"ResNet56_Basis: continuing from epoch {done_before[-1]} of 3" in out
     train_line = next(line for line in out.splitlines() if "ResNet56_Basis train on cpu" in line)
     assert train_line.endswith("--load ResNet56_Basis") and "--save" not in train_line
@@ -141,7 +170,8 @@ def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(r
     assert rows[1].startswith("| ResNet56_Basis |") and "| 6.60 |" in rows[1]
     assert (tmp_path / "save" / "test" / "table5.md").is_file()
 
-    again = _script(repo_root, "table5_cifar10.sh", env).stdout
+    code, again, _ = _drive(driver, monkeypatch, capfd, env, "table5")
+    assert code == 0
     assert "ResNet56_Basis: finished (3 epochs" in again and "test results up to date" in again
     assert " train on " not in again and " test on " not in again  # no main.py started
     assert _table_rows(again) == rows
@@ -158,10 +188,12 @@ def test_table2_runs_a_configuration_end_to_end(repo_root, dir_data, tmp_path):
     assert rows[1].startswith("| EDSR_Basis_X4_L8_B128+27 |") and "| 25.76 |" in rows[1]
 
 
-def test_table3_x4_alone_trains_its_x2_first_and_starts_from_it(repo_root, dir_data, tmp_path):
+def test_table3_x4_alone_trains_its_x2_first_and_starts_from_it(dir_data, tmp_path, driver, monkeypatch,
+                                                                 capfd):
     save = tmp_path / "save"
     env = _env(dir_data, save, ONLY="EDSR_Basis_X4_L32", EPOCHS="1", EXTRA=SR_EXTRA)
-    out = _script(repo_root, "table3_edsr.sh", env).stdout
+    code, out, err = _drive(driver, monkeypatch, capfd, env, "table3")
+    assert code == 0, err
     assert "EDSR_Basis_X4_L32 starts from EDSR_Basis_X2_L32, which is not trained yet" in out
     assert out.index("EDSR_Basis_X2_L32 train on") < out.index("partial load: EDSR_Basis_X4_L32") \
         < out.index("EDSR_Basis_X4_L32 train on")
@@ -206,21 +238,23 @@ def _official_sr_file(config_line, path):
 
 
 def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir_data, tmp_path,
-                                                                  reference_dir):
+                                                                  reference_dir, driver, monkeypatch, capfd):
     models = tmp_path / "released"
     models.mkdir()
     _official_cls_file(reference_dir, "ResNet56_Basis", models / "ResNet_Basis.pt")
     _official_cls_file(reference_dir, "ResNet56_Group8", models / "ResNet_Group.pt")
-    _official_sr_file("--model SRResNet_Basis --scale 4 --basis_size 64 --n_basis 14 --bn_every --n_resblocks 16 "
-                      "--n_feats 64", models / "SRResNet_Basis_X4_L16_B64+14.pt")
-    _official_sr_file("--model EDSR_Factor --scale 4 --sic_layer 2 --n_resblocks 8 --n_feats 128 --res_scale 1",
-                      models / "EDSR_Factor_X4_L8_SIC2.pt")
+    _official_sr_file("--model SRResNet_Basis --scale 4 --basis_size 64 --n_basis 14 --bn_every "
+                      "--n_resblocks 16 --n_feats 64", models / "SRResNet_Basis_X4_L16_B64+14.pt")
+    _official_sr_file("--model EDSR_Factor --scale 4 --sic_layer 2 --n_resblocks 8 --n_feats 128 "
+                      "--res_scale 1", models / "EDSR_Factor_X4_L8_SIC2.pt")
     save = tmp_path / "save"
     # EXTRA goes to every line, so options of one tree (--n_val) mean one call per tree
     cls = _script(repo_root, "evaluate.sh", _env(dir_data, save, ONLY="ResNet56_Basis,ResNet56_Group8,VGG16",
                                                  EXTRA="--n_threads 0"), str(models)).stdout
-    sr = _script(repo_root, "evaluate.sh", _env(dir_data, save, ONLY="SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2",
-                                                EXTRA="--n_val 1 --n_threads 0"), str(models)).stdout
+    env = _env(dir_data, save, ONLY="SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2",
+               EXTRA="--n_val 1 --n_threads 0")
+    code, sr, err = _drive(driver, monkeypatch, capfd, env, "evaluate", str(models))
+    assert code == 0, err
     assert re.search(r"no checkpoint in .* for 1 configuration\(s\), not tested: VGG16", cls)
     evaluated = save / "evaluate"
     for name, option, file in (("ResNet56_Basis", "pretrained", "ResNet_Basis.pt"),
@@ -233,27 +267,31 @@ def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir
     assert any(r.startswith("| SRResNet_Basis_X4_B64+14 |") and "| 31.84 |" in r for r in _table_rows(sr))
 
 
-def test_missing_data_set_stops_before_any_training(repo_root, tmp_path):
+def test_missing_data_set_stops_before_any_training(tmp_path, driver, monkeypatch, capfd):
     env = _env(tmp_path / "nothing", tmp_path / "save", ONLY="SRResNet_X4", EPOCHS="1")
-    result = _script(repo_root, "table2_sr_light.sh", env, check=False)
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: dataset folder not found:") and "GT_sub" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    code, out, err = _drive(driver, monkeypatch, capfd, env, "table2")
+    assert code == 2 and " on cpu" not in out
+    assert err.startswith("error: dataset folder not found:") and "GT_sub" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "save" / "SRResNet_X4").exists()
 
 
-def test_help_lists_variables_and_configurations_and_bad_settings_are_refused(repo_root, tmp_path):
+def test_help_lists_variables_and_configurations_and_bad_settings_are_refused(repo_root, tmp_path, driver,
+                                                                               monkeypatch, capfd):
     out = _script(repo_root, "table3_edsr.sh", _env(tmp_path, tmp_path), "--help").stdout
     for variable in ("DIR_DATA", "DIR_SAVE", "GPUS", "DISTRIBUTED", "EPOCHS", "ONLY", "EXTRA"):
         assert f"  {variable} " in out
     assert "experiment/paper/" in out and "EDSR_Basis_X4_L32U" in out and "ResNet56" not in out
-    bad = _script(repo_root, "table5_cifar10.sh", _env(tmp_path, tmp_path, ONLY="ResNet57"), check=False)
-    assert bad.returncode == 2 and "unknown configuration 'ResNet57'" in bad.stderr and "ResNet56_Basis" in bad.stderr
+    code, _, err = _drive(driver, monkeypatch, capfd, _env(tmp_path, tmp_path, ONLY="ResNet57"), "table5")
+    assert code == 2 and "unknown configuration 'ResNet57'" in err and "ResNet56_Basis" in err
+    code, _, err = _drive(driver, monkeypatch, capfd, _env(tmp_path, tmp_path, EPOCHS="ten"), "table2")
+    assert code == 2 and err == "error: EPOCHS='ten' is not accepted; expected an integer >= 1 (or empty)\n"
 
 
 def test_params_prints_every_row_with_exact_counts_beside_the_paper(repo_root, tmp_path, reference_dir):
     out = _script(repo_root, "params.sh", _env(tmp_path, tmp_path)).stdout
-    official = {r["config"]: r for r in csv.DictReader(open(reference_dir / "official_models.tsv"), delimiter="\t")}
+    with open(reference_dir / "official_models.tsv", newline="") as f:
+        official = {r["config"]: r for r in csv.DictReader(f, delimiter="\t")}
     lines = {line.split()[0]: line for line in out.splitlines() if line and line.split()[0] in official}
     assert set(lines) == set(official)  # every configuration of Tables 2, 3 and 5
     for name, row in official.items():
@@ -265,3 +303,75 @@ def test_params_prints_every_row_with_exact_counts_beside_the_paper(repo_root, t
     assert lines["VGG16_Basis"].endswith("agrees") and lines["EDSR_Basis_X4_L32U"].endswith("agrees")
     for quoted in ("VGG16_Kmeans", "DenseNet40_KSE", "DenseNet40_SimpleSVD", "ResNet56_KSE"):
         assert re.search(rf"^{quoted} +quoted +\S+", out, re.M)
+
+
+def test_configs_use_the_official_training_lines_with_the_issue_corrections(driver, reference_dir):
+    configs = {c.name: c for c in driver.load_configs()}
+    with open(reference_dir / "official_models.tsv", newline="") as f:
+        official = {r["config"]: r["command_line"].split() for r in csv.DictReader(f, delimiter="\t")}
+    runnable = [c for c in configs.values() if c.runnable]
+    assert sorted(c.name for c in runnable) == sorted(official)
+    assert [len([c for c in runnable if c.table == t]) for t in "523"] == [12, 10, 12]
+    for config in runnable:  # the model options of the official listing, in the training and test lines
+        model_options = " ".join(official[config.name])
+        assert model_options in " ".join(config.train)\
+            or all(t in config.train for t in official[config.name])
+        assert all(t in config.test for t in official[config.name]), config.name
+        assert "--reset" not in config.train and "--save" not in config.train
+    with open(reference_dir / "official_commands.tsv", newline="") as f:
+        lines = [r["command"].split()[2:] for r in csv.DictReader(f, delimiter="\t")
+                 if r["script"] != "demo.sh"]
+    trains = [" ".join(c.train) for c in runnable if c.source == "official"]
+    for line in lines:
+        kept = [t for i, t in enumerate(line) if t != "--reset" and "--save" not in line[max(i - 1, 0):i + 1]]
+        text = " ".join(kept).replace("--group_size 128", "--group_size 64")
+        assert text in trains, text
+    group = configs["VGG16_Group64"]
+    assert group.source == "official" and "--group_size 64" in " ".join(group.train)
+    assert {c.name for c in runnable if c.source == "ours"} == {
+        "VGG16", "ResNet56", "DenseNet40", *(n for n in official if n.endswith(("_L32", "_L32U")))}
+    assert configs["EDSR_Factor_X3_L32"].init_from == "EDSR_Factor_X2_L32"
+    assert driver.option_value(configs["EDSR_Basis_X4_L32U"].train, "--patch_size") == "192"
+    assert driver.option_value(configs["EDSR_X3_L32"].train, "--patch_size") == "144"
+    assert [c.source for c in configs.values()].count("quoted") == 6
+
+
+def test_x4_starts_from_x2_except_the_upsampler_and_the_load_stays_strict():
+    from filter_basis.errors import CheckpointError
+    from super_resolution.model import build_model
+    from super_resolution.model.checkpoint import load_except_upsampler
+    from super_resolution.option import parse_args
+
+    options = "--model EDSR_Basis --n_resblocks 2 --n_feats 16 --basis_size 16 --n_basis 4 --scale".split()
+    x2, x4 = build_model(parse_args([*options, "2"])), build_model(parse_args([*options, "4"]))
+    before = {k: v.clone() for k, v in x4.state_dict().items()}
+    kept = load_except_upsampler(x4, x2.state_dict(), "x2")
+    assert kept and all(k.startswith("tail.0.") for k in kept)
+    after = x4.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in kept)
+    assert all(torch.equal(after[k], v) for k, v in x2.state_dict().items() if not k.startswith("tail.0."))
+    wider = build_model(parse_args([*options[:5], "32", *options[6:], "2"]))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_except_upsampler(x4, wider.state_dict(), "x2")
+
+
+def test_collect_puts_the_paper_beside_tested_runs_with_their_training_time(tmp_path, driver):
+    from filter_basis import collect
+
+    def folder(path, args, results):
+        path.mkdir(parents=True)
+        (path / "args.json").write_text(json.dumps({"model": "ResNet_Basis", **args}))
+        (path / "summary.json").write_text(json.dumps({"weight_params": 10, "compression_pct": 50.0}))
+        (path / "results.json").write_text(json.dumps(results))
+
+    trained = tmp_path / "ResNet56_Basis"
+    folder(trained, {}, [{"epoch": e, "metrics": {"top1_error": 9.0}, "time_s": 30.0} for e in (1, 2)])
+    folder(tmp_path / "test" / "ResNet56_Basis", {"test_only": True,
+                                                 "pretrained": str(trained / "model" / "model_best.pt")},
+           [{"epoch": 0, "metrics": {"top1_error": 7.0}}])
+    tables = collect.collect([tmp_path / "test" / "ResNet56_Basis"], tmp_path / "out",
+                             paper=collect.read_paper(driver.CONFIGS))
+    row = tables["classification"].rows[0]
+    assert row["run"] == "ResNet56_Basis" and row["train time s"] == 60.0
+    assert row["top-1 error % (best) paper"] == 6.60
+    assert row["top-1 error % (best) diff"] == pytest.approx(0.4)

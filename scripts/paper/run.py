@@ -359,8 +359,9 @@ def write_init(config: Config, argv: List[str], source: Path, target: Path) -> N
     from super_resolution.model.checkpoint import load_except_upsampler
 
     args = _tree_parse(config.tree, argv)
-    torch.manual_seed(args.seed)
-    model = build_model(args)
+    with torch.random.fork_rng(devices=[]):  # the upsampler's initial values, seeded as the run is
+        torch.manual_seed(args.seed)
+        model = build_model(args)
     kept = load_except_upsampler(model, read_state_dict(source), f"checkpoint {source}")
     save_checkpoint(model.state_dict(), target)
     modules = sorted({key.rsplit(".", 2)[0] for key in kept})
@@ -579,10 +580,10 @@ def params_table(configs: List[Config]) -> str:
             printed_params = as_printed(counted["params"], config.paper_params) if config.paper_params else ""
             printed_pct = (as_printed(counted["compression_pct"], config.paper_compression)
                            if config.paper_compression else "")
-            differs = [f"{what} {ours} vs {paper}" + (" (last digit)" if _one_digit_apart(ours, paper) else "")
-                       for what, ours, paper in (("#params", printed_params, config.paper_params),
-                                                 ("compression", printed_pct, config.paper_compression))
-                       if paper and ours != paper]
+            pairs = (("#params", printed_params, config.paper_params),
+                     ("compression", printed_pct, config.paper_compression))
+            differs = [f"{what} {ours} vs {paper}" + (" (last digit)" * _one_digit_apart(ours, paper))
+                       for what, ours, paper in pairs if paper and ours != paper]
             if not config.paper_params and not config.paper_compression:
                 verdict = "baseline (not printed in the table)"
             else:
@@ -590,10 +591,11 @@ def params_table(configs: List[Config]) -> str:
             lines.append(f"{config.name:<26} {counted['params']:>11,} {config.paper_params or '-':>7} "
                          f"{printed_params or '-':>10} {counted['compression_pct']:>9.2f} "
                          f"{config.paper_compression or '-':>6} {printed_pct or '-':>10}  {verdict}")
-    lines += ["", "ours: counted from the models built with each configuration's options (equal to the official "
-              "code's counts); 'as printed': ours rounded to the paper's precision.  ResNet-56 Basis and Factor",
-              "differ from the printed table in the official code too.  Quoted rows are numbers the paper "
-              "quotes from other work; nothing here trains them."]
+    lines += ["", "ours: counted from the models built with each configuration's options (equal to the "
+              "official code's counts);",
+              "'as printed': ours rounded to the paper's precision.  ResNet-56 Basis and Factor differ "
+              "from the printed table in the official code too.",
+              "Quoted rows are numbers the paper quotes from other work; nothing here trains them."]
     return "\n".join(lines)
 
 
@@ -615,7 +617,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(usage(command, configs))
         return 0
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM ends the runs started here too
     try:
         if command == "params":
             print(params_table(configs))
@@ -640,6 +642,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
