@@ -177,9 +177,10 @@ def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(r
     assert _table_rows(again) == rows
 
 
-def test_table2_runs_a_configuration_end_to_end(repo_root, dir_data, tmp_path):
+def test_table2_runs_a_configuration_end_to_end(dir_data, tmp_path, driver, monkeypatch, capfd):
     env = _env(dir_data, tmp_path / "save", ONLY="EDSR_Basis_X4_L8_B128+27", EPOCHS="1", EXTRA=SR_EXTRA)
-    out = _script(repo_root, "table2_sr_light.sh", env).stdout
+    code, out, err = _drive(driver, monkeypatch, capfd, env, "table2")
+    assert code == 0, err
     test = tmp_path / "save" / "test" / "EDSR_Basis_X4_L8_B128+27"
     metrics = json.loads((test / "results.json").read_text())[0]["metrics"]
     assert set(metrics) == {f"{name}_x4" for name in ("Set5", "Set14", "B100", "Urban100", "DIV2K")}
@@ -237,8 +238,8 @@ def _official_sr_file(config_line, path):
     torch.save({official: state[ours].clone() for ours, official in official_key_map(model).items()}, path)
 
 
-def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir_data, tmp_path,
-                                                                  reference_dir, driver, monkeypatch, capfd):
+def test_evaluate_tests_official_layout_checkpoints_of_both_trees(dir_data, tmp_path, reference_dir, driver,
+                                                                  monkeypatch, capfd):
     models = tmp_path / "released"
     models.mkdir()
     _official_cls_file(reference_dir, "ResNet56_Basis", models / "ResNet_Basis.pt")
@@ -249,8 +250,9 @@ def test_evaluate_tests_official_layout_checkpoints_of_both_trees(repo_root, dir
                       "--res_scale 1", models / "EDSR_Factor_X4_L8_SIC2.pt")
     save = tmp_path / "save"
     # EXTRA goes to every line, so options of one tree (--n_val) mean one call per tree
-    cls = _script(repo_root, "evaluate.sh", _env(dir_data, save, ONLY="ResNet56_Basis,ResNet56_Group8,VGG16",
-                                                 EXTRA="--n_threads 0"), str(models)).stdout
+    env = _env(dir_data, save, ONLY="ResNet56_Basis,ResNet56_Group8,VGG16", EXTRA="--n_threads 0")
+    code, cls, err = _drive(driver, monkeypatch, capfd, env, "evaluate", str(models))
+    assert code == 0, err
     env = _env(dir_data, save, ONLY="SRResNet_Basis_X4_B64+14,EDSR_Factor_X4_L8_SIC2",
                EXTRA="--n_val 1 --n_threads 0")
     code, sr, err = _drive(driver, monkeypatch, capfd, env, "evaluate", str(models))
@@ -278,10 +280,16 @@ def test_missing_data_set_stops_before_any_training(tmp_path, driver, monkeypatc
 
 def test_help_lists_variables_and_configurations_and_bad_settings_are_refused(repo_root, tmp_path, driver,
                                                                                monkeypatch, capfd):
-    out = _script(repo_root, "table3_edsr.sh", _env(tmp_path, tmp_path), "--help").stdout
+    names = ("table5_cifar10.sh", "table2_sr_light.sh", "table3_edsr.sh", "evaluate.sh", "params.sh")
+    helps = {name: _script(repo_root, name, _env(tmp_path, tmp_path), "--help").stdout for name in names}
+    for name, text in helps.items():
+        assert text.startswith(f"usage: [VARIABLE=value ...] scripts/paper/{name}")
+    out = helps["table3_edsr.sh"]
     for variable in ("DIR_DATA", "DIR_SAVE", "GPUS", "DISTRIBUTED", "EPOCHS", "ONLY", "EXTRA"):
         assert f"  {variable} " in out
     assert "experiment/paper/" in out and "EDSR_Basis_X4_L32U" in out and "ResNet56" not in out
+    assert "ResNet56_Basis" in helps["table5_cifar10.sh"] and "SRResNet_X4" in helps["table2_sr_light.sh"]
+    assert "VGG16_Kmeans" not in helps["evaluate.sh"] and "EDSR_X3_L32" in helps["evaluate.sh"]
     code, _, err = _drive(driver, monkeypatch, capfd, _env(tmp_path, tmp_path, ONLY="ResNet57"), "table5")
     assert code == 2 and "unknown configuration 'ResNet57'" in err and "ResNet56_Basis" in err
     code, _, err = _drive(driver, monkeypatch, capfd, _env(tmp_path, tmp_path, EPOCHS="ten"), "table2")
