@@ -383,3 +383,34 @@ def test_collect_puts_the_paper_beside_tested_runs_with_their_training_time(tmp_
     assert row["run"] == "ResNet56_Basis" and row["train time s"] == 60.0
     assert row["top-1 error % (best) paper"] == 6.60
     assert row["top-1 error % (best) diff"] == pytest.approx(0.4)
+
+
+def test_gpu_slots_one_run_per_device_or_torchrun_over_all(driver):
+    run = driver.Run("X train", "super_resolution", ["--model", "EDSR"])
+    command, env = driver.main_command(run, "cpu")
+    assert command[1].endswith("super_resolution/main.py") and command[2:] == ["--cpu", "--model", "EDSR"]
+    command, env = driver.main_command(run, "1")
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and "--cpu" not in command
+    command, env = driver.main_command(run, "0,1")
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def test_parallel_slots_start_runs_when_a_device_is_free_and_what_they_wait_for_is_done(
+        driver, tmp_path, monkeypatch, capfd):
+    """Three runs on two devices: B waits for A; C starts beside A. Each run records start and end."""
+    log = tmp_path / "events.txt"
+
+    def fake_command(run, slot):
+        code = (f"import time; open({str(log)!r}, 'a').write('start {run.label}\\n'); time.sleep(0.5); "
+                f"open({str(log)!r}, 'a').write('end {run.label}\\n')")
+        return [sys.executable, "-c", code], dict(os.environ)
+
+    monkeypatch.setattr(driver, "main_command", fake_command)
+    settings = driver.Settings(tmp_path, tmp_path / "save", ["0", "1"], False, None, [], [], slots=["0", "1"])
+    runs = [driver.Run("A", "t", []), driver.Run("B", "t", [], after=["A"]), driver.Run("C", "t", [])]
+    driver.execute(runs, settings)
+    events = log.read_text().split("\n")[:-1]
+    assert events.index("start C") < events.index("end A") < events.index("start B")
+    assert sorted(events) == sorted(f"{e} {r}" for e in ("start", "end") for r in "ABC")
+    assert (tmp_path / "save" / "logs" / "A.txt").is_file()  # parallel runs write their output to logs/
