@@ -18,6 +18,13 @@ from . import template
 # The option naming the weights to load (the official trees named it differently).
 PRETRAINED_OPTION = "pre_train"
 
+class DefaultCount(int):
+    """An int option default that remembers it was not given: ``--n_train`` left out means DIV2K's 800
+    images, or all the images of a smaller training set (Photos)."""
+
+    is_default = True
+
+
 # Official SR defaults of the shared options whose defaults differ between the trees.
 TREE_DEFAULTS = {
     "template": ".", "optimizer": "ADAM", "resume": 0, "test_every": 2000, "loss": "1*L1", "batch_size": 16,
@@ -47,9 +54,11 @@ def build_parser() -> engine_options.OptionParser:
     engine_options.add_common_options(parser, TREE_DEFAULTS)
 
     data = parser.add_argument_group("data")
-    data.add_argument("--data_train", default="DIV2K", help="training set: DIV2K, DIV2KSUB")
-    data.add_argument("--data_test", default="DIV2K", help="test sets joined by '+': Set5, Set14, B100, ...")
-    data.add_argument("--n_train", type=positive_int, default=800, help="training images")
+    data.add_argument("--data_train", default="DIV2K", help="training set: DIV2K, DIV2KSUB, Photos")
+    data.add_argument("--data_test", default="DIV2K",
+                      help="test sets joined by '+': Set5, Set14, B100, ..., Photos")
+    data.add_argument("--n_train", type=positive_int, default=DefaultCount(800),
+                      help="training images (Photos: at most 8, all by default)")
     data.add_argument("--n_val", type=positive_int, default=100, help="DIV2K validation images")
     data.add_argument("--offset_val", type=nonnegative_int, default=800, help="DIV2K validation offset")
     data.add_argument("--ext", default="sep", help="official image storage: sep, sep_reset, img, bin")

@@ -18,7 +18,7 @@ WARMUP_EPOCHS = 5
 
 def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), ADAM (--betas or --beta1/--beta2, --epsilon) or RMSprop; decay on all."""
-    params = [p for p in params if p.requires_grad]
+    params = [p for p in params if p.requires_grad] or [{"params": []}]  # none: a test-only model (Bicubic)
     if args.optimizer == "SGD":
         return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                                weight_decay=args.weight_decay)

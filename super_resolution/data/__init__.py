@@ -15,6 +15,7 @@ from filter_basis.engine.options import test_set_names
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry
 
+from . import photos
 from .datasets import TrainingPatches, WholeImages
 from .decoded_cache import build_cache
 from .folders import benchmark_pairs, div2k_pairs, div2k_sub_pairs
@@ -34,6 +35,8 @@ for _name in ("Set5", "Set14", "B100", "Urban100"):
     TEST_SETS.register(_name, lambda args, name=_name: benchmark_pairs(args.dir_data, name, args.scale[0]))
 TEST_SETS.register("DIV2K", lambda args: div2k_pairs(args.dir_data, "valid", args.offset_val + 1,
                                                       args.offset_val + args.n_val, args.scale[0]))
+TRAIN_SETS.register("Photos", photos.train_pairs)
+TEST_SETS.register("Photos", photos.test_pairs)
 
 
 def _check_ext(args) -> None:

@@ -7,7 +7,7 @@ from torch import nn
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
-from . import edsr, srresnet
+from . import bicubic, edsr, srresnet
 from .checkpoint import load_pretrained, load_state
 from .official_keys import official_key_map
 
@@ -19,6 +19,7 @@ MODELS.register("EDSR_Factor", edsr.build_edsr_factor)
 MODELS.register("SRResNet", srresnet.build_srresnet)
 MODELS.register("SRResNet_Basis", srresnet.build_srresnet_basis)
 MODELS.register("SRResNet_Factor", srresnet.build_srresnet_factor)
+MODELS.register("Bicubic", bicubic.build_bicubic)
 
 
 def build_model(args) -> nn.Module:
@@ -43,8 +44,9 @@ def summary_input_size(args) -> tuple:
 
 
 def first_block_path(args) -> str:
-    """Module path of the first residual block (both families keep their blocks in ``body``)."""
-    return "body.0"
+    """Module path of the first residual block (both families keep their blocks in ``body``); Bicubic has
+    no blocks, so its whole (parameter-free) self stands for one and the block counts are 0."""
+    return "" if args.model == "Bicubic" else "body.0"
 
 
 __all__ = ["MODELS", "build_model", "baseline_name", "summary_input_size", "first_block_path",
