@@ -487,6 +487,7 @@ def command_train(table: str, settings: Settings, configs: List[Config]) -> None
     out = settings.dir_save / "test"
     tests = test_runs(chosen, settings, trained, out, checkpoints, always=False)
     execute(trained + tests, settings)
+    print(f"\n{TABLE_TITLES[TABLES[table]]}")
     print_tables(chosen, out, table)
 
 
