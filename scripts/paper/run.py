@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import os
 import shlex
 import signal
@@ -22,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -188,8 +189,6 @@ def option_value(argv: List[str], option: str, default=None):
 
 
 def read_results(folder: Path) -> list:
-    import json
-
     path = folder / "results.json"
     try:
         return json.loads(path.read_text()) if path.is_file() else []
@@ -218,7 +217,7 @@ class Run:
     tree: str
     argv: List[str]
     after: List[str] = field(default_factory=list)
-    prepare: Optional[callable] = None  # called just before starting (e.g. write an init checkpoint)
+    prepare: Optional[Callable[[], None]] = None  # called just before it starts (e.g. writes an init file)
 
 
 def main_command(run: Run, slot: str) -> tuple:
@@ -241,13 +240,14 @@ class RunFailed(Exception):
 
 
 def execute(runs: List[Run], settings: Settings) -> None:
-    """Start every run as soon as a slot is free and the runs it waits for have succeeded."""
-    pending, running, done = list(runs), {}, set()
+    """Start every run as soon as a slot is free and the runs it waits for have succeeded; stop at the
+    first failure (the runs still going are ended: a rerun continues them)."""
+    pending, running, done = list(runs), {}, set()  # running: process -> (slot, run, output file)
     logs = settings.dir_save / "logs"
     parallel = len(settings.slots) > 1
     try:
         while pending or running:
-            free = [s for s in settings.slots if s not in running.values()]
+            free = [s for s in settings.slots if s not in {slot for slot, _, _ in running.values()}]
             for run in [r for r in pending if all(a in done for a in r.after)]:
                 if not free:
                     break
@@ -259,30 +259,33 @@ def execute(runs: List[Run], settings: Settings) -> None:
                 print(f"[{time.strftime('%H:%M:%S')}] {run.label} on {slot}: "
                       f"{' '.join(shlex.quote(c) for c in command[1:])}", flush=True)
                 out = None
-                if parallel:
+                if parallel:  # interleaved output would be unreadable: one file per run
                     logs.mkdir(parents=True, exist_ok=True)
-                    out = open(logs / f"{run.label.replace(' ', '_')}.txt", "a")
+                    out = open(_log_file(logs, run), "a")
                 process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-                running[process] = slot
-                process.run = run
-                process.out = out
+                running[process] = (slot, run, out)
             if not running:
                 raise RunFailed(f"cannot start {', '.join(r.label for r in pending)}: what they wait for "
                                 "did not run")
             finished = _wait_any(running)
-            slot = running.pop(finished)
-            if finished.out is not None:
-                finished.out.close()
+            _, run, out = running.pop(finished)
+            if out is not None:
+                out.close()
             if finished.returncode != 0:
-                raise RunFailed(f"{finished.run.label} stopped with exit status {finished.returncode}"
-                                + (f" (output: {logs}/{finished.run.label.replace(' ', '_')}.txt)" if parallel
-                                   else ""))
-            done.add(finished.run.label)
+                where = f" (output: {_log_file(logs, run)})" if parallel else ""
+                raise RunFailed(f"{run.label} stopped with exit status {finished.returncode}{where}")
+            done.add(run.label)
     finally:
         for process in running:
             process.terminate()
-        for process in running:
+        for process, (_, _, out) in running.items():
             process.wait()
+            if out is not None:
+                out.close()
+
+
+def _log_file(logs: Path, run: Run) -> Path:
+    return logs / f"{run.label.replace(' ', '_')}.txt"
 
 
 def _wait_any(running: dict):
@@ -322,9 +325,9 @@ def check_data(lines: List[tuple]) -> None:
     for tree, argv in lines:
         args = _tree_parse(tree, _without(argv, set(PRETRAINED.values())))
         data = importlib.import_module(f"{tree}.data")
-        names = ([] if args.test_only else [args.data_train]) + args.data_test.split("+")
-        for name in names:
-            train = not args.test_only and name == args.data_train and name not in seen
+        sets = ([] if args.test_only else [(args.data_train, True)]) + \
+            [(name, False) for name in args.data_test.split("+")]
+        for name, train in sets:
             key = (tree, name, train, str(getattr(args, "scale", "")), args.dir_data)
             if key in seen:
                 continue
