@@ -206,10 +206,11 @@ def test_table3_x4_alone_trains_its_x2_first_and_starts_from_it(dir_data, tmp_pa
     body = [k for k in x2 if not k.startswith("tail.0.")]
     assert body and all(torch.equal(init[k], x2[k]) for k in body)
     assert {k for k in init if k.startswith("tail.0.")} != {k for k in x2 if k.startswith("tail.0.")}
-    for name, scale in (("EDSR_Basis_X2_L32", 2), ("EDSR_Basis_X4_L32", 4)):
-        metrics = json.loads((save / "test" / name / "results.json").read_text())[0]["metrics"]
-        assert f"Urban100_x{scale}" in metrics and f"DIV2K_x{scale}" in metrics
-    assert len(_table_rows(out)) == 3  # header, x2 and x4
+    metrics = json.loads((save / "test" / "EDSR_Basis_X4_L32" / "results.json").read_text())[0]["metrics"]
+    assert set(metrics) == {f"{name}_x4" for name in ("Set5", "Set14", "B100", "Urban100", "DIV2K")}
+    assert not (save / "test" / "EDSR_Basis_X2_L32").exists()  # trained for x4, not asked for
+    rows = _table_rows(out)
+    assert len(rows) == 2 and rows[1].startswith("| EDSR_Basis_X4_L32 |") and "| 32.39 |" in rows[1]
 
 
 def _official_cls_file(reference_dir, config, path):

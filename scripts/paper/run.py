@@ -480,18 +480,21 @@ def print_tables(configs: List[Config], out: Path, title: str) -> None:
 
 
 def command_train(table: str, settings: Settings, configs: List[Config]) -> None:
-    chosen = with_dependencies(select(table, configs, settings.only), configs, settings)
+    """Train what is not finished (x2 models an asked x3/x4 starts from included), test the asked
+    configurations' best models, print their table."""
+    asked = select(table, configs, settings.only)
+    chosen = with_dependencies(asked, configs, settings)
     lines = [(c.tree, train_argv(c, settings)) for c in chosen]
-    lines += [(c.tree, c.test + common_options(settings, settings.dir_save) + settings.extra) for c in chosen]
+    lines += [(c.tree, c.test + common_options(settings, settings.dir_save) + settings.extra) for c in asked]
     check_data(lines)
     settings.choose_devices()
     trained = training_runs(chosen, settings)
-    checkpoints = {c.name: best_model(settings.dir_save / c.name) for c in chosen}
+    checkpoints = {c.name: best_model(settings.dir_save / c.name) for c in asked}
     out = settings.dir_save / "test"
-    tests = test_runs(chosen, settings, trained, out, checkpoints, always=False)
+    tests = test_runs(asked, settings, trained, out, checkpoints, always=False)
     execute(trained + tests, settings)
     print(f"\n{TABLE_TITLES[TABLES[table]]}")
-    print_tables(chosen, out, table)
+    print_tables(asked, out, table)
 
 
 def command_evaluate(model_dir: Path, settings: Settings, configs: List[Config]) -> None:
