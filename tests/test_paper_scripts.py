@@ -202,6 +202,8 @@ def test_table3_x4_alone_trains_its_x2_first_and_starts_from_it(dir_data, tmp_pa
     x2 = read_state_dict(save / "EDSR_Basis_X2_L32" / "model" / "model_best.pt")
     x4_args = json.loads((save / "EDSR_Basis_X4_L32" / "args.json").read_text())
     init = read_state_dict(x4_args["pre_train"])
+    note = (save / "init" / "EDSR_Basis_X4_L32.txt").read_text()
+    assert note.startswith("partial load: EDSR_Basis_X4_L32 starts from") and note in out
     assert x4_args["scale"] == [4] and x4_args["patch_size"] == 24
     body = [k for k in x2 if not k.startswith("tail.0.")]
     assert body and all(torch.equal(init[k], x2[k]) for k in body)

@@ -357,7 +357,7 @@ def write_init(config: Config, argv: List[str], source: Path, target: Path) -> N
     upsampler taken from the x2 model ``source`` (a named partial load; see load_except_upsampler)."""
     import torch
 
-    from filter_basis.engine.checkpoint import read_state_dict, save_checkpoint
+    from filter_basis.engine.checkpoint import read_state_dict, save_checkpoint, write_text_atomic
     from super_resolution.model import build_model
     from super_resolution.model.checkpoint import load_except_upsampler
 
@@ -368,8 +368,10 @@ def write_init(config: Config, argv: List[str], source: Path, target: Path) -> N
     kept = load_except_upsampler(model, read_state_dict(source), f"checkpoint {source}")
     save_checkpoint(model.state_dict(), target)
     modules = sorted({key.rsplit(".", 2)[0] for key in kept})
-    print(f"partial load: {config.name} starts from {source} (every tensor but the upsampler "
-          f"{', '.join(modules)}: {len(kept)} tensors keep their initial values) -> {target}", flush=True)
+    line = (f"partial load: {config.name} starts from {source} (every tensor but the upsampler "
+            f"{', '.join(modules)}: {len(kept)} tensors keep their initial values) -> {target}")
+    write_text_atomic(target.with_suffix(".txt"), line + "\n")  # the note stays beside the file
+    print(line, flush=True)
 
 
 def with_dependencies(chosen: List[Config], configs: List[Config], settings: Settings) -> List[Config]:
