@@ -135,6 +135,10 @@ def _epochs(folder):
     return [r["epoch"] for r in json.loads((folder / "results.json").read_text()) if "train_loss" in r]
 
 
+def _cells(row):
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
 def _table_rows(stdout):
     return [line for line in stdout.splitlines() if line.startswith("| ")]
 
@@ -168,6 +172,9 @@ def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(r
     rows = _table_rows(out)
     assert "top-1 error % (best) paper" in rows[0] and "train time s" in rows[0]
     assert rows[1].startswith("| ResNet56_Basis |") and "| 6.60 |" in rows[1]
+    cells = dict(zip(_cells(rows[0]), _cells(rows[1])))
+    epoch_times = [r["time_s"] for r in json.loads((folder / "results.json").read_text())]
+    assert float(cells["train time s"]) == pytest.approx(sum(epoch_times), abs=0.5)  # of the training run
     assert (tmp_path / "save" / "test" / "table5.md").is_file()
 
     code, again, _ = _drive(driver, monkeypatch, capfd, env, "table5")
