@@ -395,7 +395,8 @@ def test_collect_puts_the_paper_beside_tested_runs_with_their_training_time(tmp_
     assert row["top-1 error % (best) diff"] == pytest.approx(0.4)
 
 
-def test_gpu_slots_one_run_per_device_or_torchrun_over_all(driver):
+def test_gpu_slots_one_run_per_device_or_torchrun_over_all(driver, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     run = driver.Run("X train", "super_resolution", ["--model", "EDSR"])
     command, env = driver.main_command(run, "cpu")
     assert command[1].endswith("super_resolution/main.py") and command[2:] == ["--cpu", "--model", "EDSR"]
@@ -404,6 +405,9 @@ def test_gpu_slots_one_run_per_device_or_torchrun_over_all(driver):
     command, env = driver.main_command(run, "0,1")
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # GPUS counts the devices the script was given
+    assert driver.main_command(run, "1")[1]["CUDA_VISIBLE_DEVICES"] == "5"
+    assert driver.main_command(run, "0,1")[1]["CUDA_VISIBLE_DEVICES"] == "3,5"
 
 
 def test_parallel_slots_start_runs_when_a_device_is_free_and_what_they_wait_for_is_done(

@@ -88,6 +88,7 @@ VARIABLES = [
     ("EPOCHS", "", "epochs of every training run (empty: the recipe's, 300 or 400)"),
     ("ONLY", "", "comma list of configurations to run (empty: all of the script's)"),
     ("EXTRA", "", "options appended to every main.py line, e.g. '--n_train 8 --test_every 2' (smoke run)"),
+    ("PYTHON", ".venv/bin/python, else python3", "the interpreter the scripts run"),
 ]
 
 
@@ -227,12 +228,18 @@ def main_command(run: Run, slot: str) -> tuple:
     argv = list(run.argv)
     if slot == "cpu":
         return [sys.executable, script, "--cpu", *argv], env
-    env["CUDA_VISIBLE_DEVICES"] = slot
     devices = slot.split(",")
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(visible_device(d) for d in devices)
     if len(devices) > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                 str(len(devices)), script, *argv], env
     return [sys.executable, script, *argv], env
+
+
+def visible_device(index: str) -> str:
+    """GPUS counts the devices this process sees: within an outer CUDA_VISIBLE_DEVICES=3,5, GPUS=1 is 5."""
+    outer = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return outer[int(index)] if outer and index.isdigit() and int(index) < len(outer) else index
 
 
 class RunFailed(Exception):
