@@ -428,3 +428,17 @@ def test_parallel_slots_start_runs_when_a_device_is_free_and_what_they_wait_for_
     assert events.index("start C") < events.index("end A") < events.index("start B")
     assert sorted(events) == sorted(f"{e} {r}" for e in ("start", "end") for r in "ABC")
     assert (tmp_path / "save" / "logs" / "A.txt").is_file()  # parallel runs write their output to logs/
+
+
+def test_evaluate_finds_released_files_first_then_our_experiment_folders(driver, tmp_path):
+    configs = {c.name: c for c in driver.load_configs()}
+    (tmp_path / "ResNet56" / "model").mkdir(parents=True)
+    (tmp_path / "ResNet56" / "model" / "model_best.pt").touch()
+    (tmp_path / "ResNet56_Basis" / "model").mkdir(parents=True)
+    (tmp_path / "ResNet56_Basis" / "model" / "model_best.pt").touch()
+    (tmp_path / "ResNet_Basis.pt").touch()
+    assert driver.find_checkpoint(configs["ResNet56"], tmp_path) == tmp_path / "ResNet56/model/model_best.pt"
+    assert driver.find_checkpoint(configs["ResNet56_Basis"], tmp_path) == tmp_path / "ResNet_Basis.pt"
+    assert driver.find_checkpoint(configs["ResNet56_Factor"], tmp_path) is None
+    assert configs["EDSR_X2_L32"].official_file == "EDSR_X2_L32.pt"
+    assert configs["SRResNet_X4"].official_file == "SRResNet_X4_L16.pt" and not configs["VGG16"].official_file

@@ -506,17 +506,25 @@ def command_train(table: str, settings: Settings, configs: List[Config]) -> None
     print_tables(asked, out, table)
 
 
+def find_checkpoint(config: Config, model_dir: Path) -> Optional[Path]:
+    """The released file of the official demo.sh (``MODEL_DIR/ResNet_Basis.pt``), else our own
+    ``MODEL_DIR/<configuration>/model/model_best.pt``; None when neither is there."""
+    for path in ([model_dir / config.official_file] if config.official_file else []) + \
+            [best_model(model_dir / config.name)]:
+        if path.is_file():
+            return path
+    return None
+
+
 def command_evaluate(model_dir: Path, settings: Settings, configs: List[Config]) -> None:
     chosen = select("evaluate", configs, settings.only)
     checkpoints, missing = {}, []
     for config in chosen:
-        official = model_dir / config.official_file if config.official_file else None
-        ours = best_model(model_dir / config.name)
-        found = official if official is not None and official.is_file() else ours
-        if found.is_file():
-            checkpoints[config.name] = found
-        else:
+        found = find_checkpoint(config, model_dir)
+        if found is None:
             missing.append(config.name)
+        else:
+            checkpoints[config.name] = found
     if missing:
         print(f"no checkpoint in {model_dir} for {len(missing)} configuration(s), not tested: "
               f"{', '.join(missing)}")
