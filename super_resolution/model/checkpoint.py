@@ -8,7 +8,7 @@ must hold equal values in the file, which also tells a non-shared checkpoint fro
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import List, Mapping, Tuple
 
 import torch
 from torch import nn
@@ -29,3 +29,26 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
 def load_pretrained(model: nn.Module, path, args=None) -> None:
     """``--pre_train PATH``: our plain state_dict or an official release file, loaded strictly."""
     load_state(model, read_state_dict(path), source=f"checkpoint {path}")
+
+
+def upsampler_prefixes(model: nn.Module) -> Tuple[str, ...]:
+    """Module paths (``"tail.0."``) of the model's upsamplers, the only tensors whose shapes depend on
+    --scale."""
+    from .common import Upsampler
+
+    return tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Upsampler))
+
+
+def load_except_upsampler(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> List[str]:
+    """Start a model of one scale from a model of another (EDSR's x3/x4 from x2): every tensor but the
+    upsampler is loaded, strictly; the upsampler keeps its initial values.  Returns the keys left alone.
+
+    This is the one deliberate partial load; everything else goes through the strict :func:`load_state`.
+    """
+    prefixes = upsampler_prefixes(model)
+    own = model.state_dict()
+    kept = [key for key in own if key.startswith(prefixes)]
+    mapped = {key: value for key, value in state.items() if not key.startswith(prefixes)}
+    mapped.update({key: own[key] for key in kept})
+    load_state(model, mapped, source=f"{source} (all but the upsampler)")
+    return kept

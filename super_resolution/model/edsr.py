@@ -22,7 +22,8 @@ class EDSR(nn.Module):
         blocks = []
         for _ in range(n_resblocks):
             conv1, conv2 = block_convs(n_feats)
-            blocks.append(ResidualBlock([conv1, nn.ReLU(inplace=True), conv2], res_scale))
+            # not in place: a Factor conv1 ends in its own ReLU, whose output its backward pass needs
+            blocks.append(ResidualBlock([conv1, nn.ReLU(), conv2], res_scale))
         self.body = nn.Sequential(*blocks, conv3x3(n_feats, n_feats))
         self.tail = nn.Sequential(Upsampler(scale, n_feats), conv3x3(n_feats, n_colors))
         self.add_mean = MeanShift(rgb_range, +1, mean)

@@ -1,0 +1,295 @@
+"""The quickstart (``scripts/quickstart.sh``): the paper's comparison on data that ships with the install.
+
+Classification on Digits (ResNet-20 and its Basis, Factor and Group versions) and x2 super-resolution
+trained on Photos and tested on Photos + Set5 (a small EDSR, its Basis and Factor versions, and
+Bicubic).  Every run is an ordinary ``main.py`` command (printed before it starts) whose experiment
+folder lands under ``experiment/quickstart/<task>/<run>``; then ``filter_basis.collect`` prints and
+writes a table and a plot per task, and ``quickstart_figure.py`` draws the SR comparison picture.
+
+A finished run is reused when the script runs again with the same settings (``--reset`` redoes all);
+an interrupted one continues from its last epoch.  The device is the trees' choice (CUDA when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quickstart_figure import comparison_figure  # noqa: E402
+
+from filter_basis import collect  # noqa: E402
+
+CLASSIFICATION, SUPER_RESOLUTION = collect.CLASSIFICATION, collect.SUPER_RESOLUTION
+MAIN = {CLASSIFICATION: ROOT / "image_classification" / "main.py",
+        SUPER_RESOLUTION: ROOT / "super_resolution" / "main.py"}
+
+# Settings chosen to show the method within the time budget on 2 CPU cores (README, "First steps").
+CLS_EPOCHS, CLS_DECAY = 8, "step-5-7"  # lr 0.1, then 0.01 from epoch 6, 0.001 in epoch 8
+CLS = ["--template", "ResNet", "--depth", "20", "--data_train", "Digits", "--data_test", "Digits",
+       "--batch_size", "32", "--print_every", "1000"]
+SR_EPOCHS, SR_DECAY = 3, "step_2"  # lr 5e-4, then 1e-4 in epoch 3; an epoch is 260 batches
+SR = ["--scale", "2", "--n_resblocks", "8", "--n_feats", "32", "--res_scale", "1", "--data_train", "Photos",
+      "--data_test", "Photos+Set5", "--patch_size", "64", "--batch_size", "16", "--lr", "5e-4",
+      "--gamma", "0.2", "--test_every", "260", "--print_every", "1000", "--save_results"]
+SMOKE_CLS = ["--n_train", "64", "--n_test", "50", "--batch_size", "32"]
+SMOKE_SR = ["--patch_size", "48", "--batch_size", "4", "--test_every", "2", "--data_test", "Set5"]
+
+
+@dataclass
+class Run:
+    """One ``main.py`` command; ``estimate_s`` is its wall time on 2 idle CPU cores (for the ETA)."""
+
+    task: str
+    name: str
+    options: list
+    estimate_s: float
+    test_only: bool = False
+    epochs: int = 0
+
+
+def plan(smoke: bool = False) -> list:
+    """The runs in order: classification first, then SR with Bicubic first (it also builds Photos)."""
+    cls_epochs, sr_epochs = (1, 1) if smoke else (CLS_EPOCHS, SR_EPOCHS)
+    cls = CLS + ["--epochs", str(cls_epochs), "--decay", CLS_DECAY] + (SMOKE_CLS if smoke else [])
+    sr = SR + ["--epochs", str(sr_epochs), "--decay_type", SR_DECAY] + (SMOKE_SR if smoke else [])
+    return [
+        Run(CLASSIFICATION, "ResNet", ["--model", "ResNet"] + cls, 60, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Basis", ["--model", "ResNet_Basis", "--k_size2", "1"] + cls, 95,
+            epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Factor", ["--model", "ResNet_Factor"] + cls, 65, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Group", ["--model", "ResNet_Group", "--group_size", "8"] + cls, 60,
+            epochs=cls_epochs),
+        Run(SUPER_RESOLUTION, "Bicubic", ["--model", "Bicubic", "--test_only"] + sr, 20, test_only=True),
+        Run(SUPER_RESOLUTION, "EDSR", ["--model", "EDSR"] + sr, 170, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "EDSR_Basis", ["--model", "EDSR_Basis", "--basis_size", "32", "--n_basis", "8"]
+            + sr, 170, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "EDSR_Factor", ["--model", "EDSR_Factor", "--sic_layer", "1"] + sr, 170,
+            epochs=sr_epochs),
+    ]
+
+
+def loader_threads() -> int:
+    """Data-loader workers: none on a machine of 2 cores or fewer (they would take a core from training)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
+def command(run: Run, out: Path, mode: str) -> list:
+    """The ``main.py`` command line; ``mode`` is ``--reset`` (start afresh) or ``--load`` (continue)."""
+    where = ["--dir_save", str(out / run.task)]
+    where += ["--save", run.name, "--reset"] if mode == "--reset" else ["--load", run.name]
+    threads = ["--n_threads", str(loader_threads())]
+    return [sys.executable, str(MAIN[run.task])] + run.options + threads + where
+
+
+def finished(folder: Path, run: Run) -> bool:
+    """The run's results.json holds its last evaluation (the test, or the final epoch)."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(results) and (run.test_only or results[-1].get("epoch") == run.epochs)
+
+
+class Manifest:
+    """``experiment/quickstart/runs.json``: the options each run was started with, and whether it ended.
+
+    A run is reused only if it was started with the same options; otherwise it is redone.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def key(self, run: Run) -> str:
+        return f"{run.task}/{run.name}"
+
+    def same_options(self, run: Run) -> bool:
+        return self.entries.get(self.key(run), {}).get("options") == run.options
+
+    def mark(self, run: Run, state: str, seconds: float = 0.0) -> None:
+        try:  # another quickstart process (--only) may have recorded its runs meanwhile
+            self.entries = {**json.loads(self.path.read_text()), **self.entries}
+        except (OSError, ValueError):
+            pass
+        self.entries[self.key(run)] = {"options": run.options, "state": state, "seconds": round(seconds, 1)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.entries, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def decide(run: Run, out: Path, manifest: Manifest, reset: bool) -> str:
+    """``reuse``, ``--load`` (continue an interrupted run with the same options) or ``--reset``."""
+    folder = out / run.task / run.name
+    if reset or not manifest.same_options(run):
+        return "--reset"
+    if finished(folder, run):
+        return "reuse"
+    if not run.test_only and (folder / "training_state.pt").is_file():
+        return "--load"
+    return "--reset"
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """The progress line: which run, the time each finished run took, the time left.
+
+    The time left is the remaining runs' estimates scaled by how this machine did on the runs so far.
+    """
+
+    def __init__(self, runs: list, write=print):
+        self.runs, self.write = runs, write
+        self.start = time.monotonic()
+        self.done: list = []  # (run, seconds, reused)
+
+    def left(self) -> float:
+        timed = [(r, s) for r, s, reused in self.done if not reused]
+        speed = sum(s for _, s in timed) / sum(r.estimate_s for r, _ in timed) if timed else 1.0
+        finished_runs = {id(r) for r, _, _ in self.done}
+        return speed * sum(r.estimate_s for r in self.runs if id(r) not in finished_runs)
+
+    def starting(self, run: Run, action: str) -> None:
+        number = len(self.done) + 1
+        took = ", ".join(f"{r.name} {'reused' if reused else clock(s)}" for r, s, reused in self.done)
+        self.write(f"[quickstart {number}/{len(self.runs)}] {action} {run.task} {run.name}"
+                   f" | elapsed {clock(time.monotonic() - self.start)}, about {clock(self.left())} left"
+                   + (f" | finished: {took}" if took else ""))
+
+    def finished(self, run: Run, seconds: float, reused: bool = False) -> None:
+        self.done.append((run, seconds, reused))
+
+
+def execute(cmd: list, log, echo=print) -> int:
+    """Run ``cmd``; its whole output goes to ``log``, its test lines (one per evaluation) to the terminal."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONUNBUFFERED="1")
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, bufsize=1) as child:
+        for line in child.stdout:
+            log.write(line)
+            if " test: " in line or "error" in line.lower():
+                echo("    " + line.rstrip())
+    return child.returncode
+
+
+def run_all(runs: list, out: Path, reset: bool, runner=execute, write=print) -> None:
+    """Run (or reuse) every run in order; stop with the run's exit status if one fails."""
+    manifest = Manifest(out / "runs.json")
+    progress = Progress(runs, write)
+    for run in runs:
+        action = decide(run, out, manifest, reset)
+        progress.starting(run, {"reuse": "reusing", "--load": "continuing", "--reset": "running"}[action])
+        if action == "reuse":
+            progress.finished(run, manifest.entries[manifest.key(run)].get("seconds", 0.0), reused=True)
+            continue
+        cmd = command(run, out, action)
+        write("    " + " ".join(shlex.quote(str(part)) for part in [Path(cmd[0]).name] + cmd[1:]))
+        manifest.mark(run, "started")
+        log_path = out / "logs" / f"{run.task}_{run.name}.txt"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        with open(log_path, "a") as log:
+            status = runner(cmd, log)
+        if status != 0:
+            write(f"[quickstart] {run.task} {run.name} failed (exit status {status}); its output: {log_path}")
+            sys.exit(status)
+        seconds = time.monotonic() - started
+        manifest.mark(run, "finished", seconds)
+        progress.finished(run, seconds)
+    write(f"[quickstart] all {len(runs)} runs finished in {clock(time.monotonic() - progress.start)}")
+
+
+def report(runs: list, out: Path, dir_data: Path = ROOT / "datasets", write=print) -> dict:
+    """Tables (printed, and written as ``<task>.md/.csv/.png`` under ``out``), the SR picture, the checks."""
+    tables = {}
+    for task in (CLASSIFICATION, SUPER_RESOLUTION):
+        folders = [out / r.task / r.name for r in runs
+                   if r.task == task and finished(out / r.task / r.name, r)]
+        if not folders:
+            continue
+        table = collect.collect(folders, out, name=task, warn=write)[task]
+        tables[task] = table
+        write(f"\n{task} ({out / (task + '.md')}, plot {task}.png):\n\n{collect.to_markdown(table)}")
+    names = [r.name for r in runs if r.task == SUPER_RESOLUTION]
+    outputs = {name: out / SUPER_RESOLUTION / name / "results" for name in ("Bicubic", "EDSR", "EDSR_Basis")}
+    if {"Bicubic", "EDSR", "EDSR_Basis"} <= set(names) and all(
+            (folder / "Set5_x2" / "butterfly_SR.png").is_file() for folder in outputs.values()):
+        comparison_figure(dir_data, outputs, out / "sr_comparison.png", scale=2, set_name="Set5",
+                          image="butterfly")
+        write(f"SR picture: {out / 'sr_comparison.png'}")
+    for line in checks(tables):
+        write(line)
+    return tables
+
+
+def _row(table, model: str) -> dict:
+    return next((row for row in table.rows if row["model"] == model), {})
+
+
+def checks(tables: dict) -> list:
+    """Does the method show? Digits: baseline and Basis <= 3% top-1 error; Set5 x2: Basis >= Bicubic + 0.5."""
+    lines = []
+    cls = tables.get(CLASSIFICATION)
+    if cls:
+        for model in ("ResNet", "ResNet_Basis"):
+            error = _row(cls, model).get("top-1 error % (last)")
+            if error is not None:
+                verdict = "ok" if error <= 3.0 else "NOT reached"
+                lines.append(f"check: Digits {model} top-1 error {error:.2f}% (target <= 3%): {verdict}")
+    sr = tables.get(SUPER_RESOLUTION)
+    if sr:
+        basis = _row(sr, "EDSR_Basis").get("Set5_x2 PSNR (last)")
+        bicubic = _row(sr, "Bicubic").get("Set5_x2 PSNR (last)")
+        if basis is not None and bicubic is not None:
+            gain = basis - bicubic
+            verdict = "ok" if gain >= 0.5 else "NOT reached"
+            lines.append(f"check: Set5 x2 EDSR_Basis {basis:.2f} dB vs Bicubic {bicubic:.2f} dB, "
+                         f"{gain:+.2f} dB (target >= +0.5 dB): {verdict}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/quickstart.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reset", action="store_true",
+                        help="redo every run instead of reusing finished ones")
+    parser.add_argument("--out", default=str(ROOT / "experiment" / "quickstart"),
+                        help="folder for the runs, tables and pictures (default: experiment/quickstart)")
+    parser.add_argument("--only", default="", metavar="NAME[,NAME]",
+                        help="run (or reuse) only these runs, e.g. ResNet_Basis,EDSR_Basis; tables from all "
+                             "runs that have results")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny settings (one short epoch, few images): checks the pipeline only")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    runs = plan(args.smoke)
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - {r.name for r in runs})
+    if unknown:
+        parser.error(f"--only {','.join(unknown)}: not a quickstart run; the runs are "
+                     f"{', '.join(r.name for r in runs)}")
+    run_all([r for r in runs if not only or r.name in only], out, args.reset)
+    report(runs, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

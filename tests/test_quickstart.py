@@ -1,0 +1,186 @@
+"""The quickstart's logic without its long runs: the plan parses, runs are reused/continued/redone as they
+should, the time left follows the measured speed, the report writes tables and the comparison picture."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from image_classification.option import parse_args as cls_args
+from super_resolution.metrics import calc_psnr
+from super_resolution.option import parse_args as sr_args
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+quickstart = load("quickstart")
+figure = load("quickstart_figure")
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_every_planned_command_is_accepted_by_its_tree(smoke, tmp_path):
+    runs = quickstart.plan(smoke)
+    assert [r.name for r in runs] == ["ResNet", "ResNet_Basis", "ResNet_Factor", "ResNet_Group",
+                                      "Bicubic", "EDSR", "EDSR_Basis", "EDSR_Factor"]
+    for run in runs:
+        argv = quickstart.command(run, tmp_path, "--reset")[2:]
+        args = (cls_args if run.task == quickstart.CLASSIFICATION else sr_args)(argv)
+        assert args.model == run.name and args.save == run.name and args.reset
+        assert run.test_only == args.test_only
+        if not run.test_only:
+            assert args.epochs == run.epochs
+    edsr = sr_args(quickstart.command(runs[5], tmp_path, "--load")[2:])
+    assert edsr.load == "EDSR" and edsr.scale == [2] and edsr.save_results and not edsr.reset
+
+
+def fake_runner(calls, fail=None, stop_at_epoch=None):
+    """Stands in for main.py: writes the experiment folder a finished (or interrupted) run leaves."""
+    def runner(cmd, log):
+        argv = cmd[2:]
+        calls.append(argv)
+        get = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None  # noqa: E731
+        name = get("--save") or get("--load")
+        if name == fail:
+            return 3
+        folder = Path(get("--dir_save")) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        epochs = 0 if "--test_only" in argv else int(get("--epochs"))
+        last = stop_at_epoch if stop_at_epoch is not None and epochs else epochs
+        metrics = {"top1_error": 1.0} if "ResNet" in name else {"Set5_x2": {"psnr": 30.0, "ssim": 0.9}}
+        results = [{"epoch": e, "metrics": metrics, "time_s": 1.0} for e in range(1, last + 1)] or \
+            [{"epoch": 0, "metrics": metrics}]
+        files = {"args.json": {"model": get("--model")}, "summary.json": {"weight_params": 5},
+                 "results.json": results}
+        for file, content in files.items():
+            (folder / file).write_text(json.dumps(content))
+        (folder / "training_state.pt").write_bytes(b"")
+        return 0
+    return runner
+
+
+def test_runs_are_reused_continued_or_redone(tmp_path):
+    runs = quickstart.plan()[:2] + quickstart.plan()[4:5]
+    lines, calls = [], []
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
+    assert len(calls) == 3 and all("--reset" in argv for argv in calls)
+    manifest = json.loads((tmp_path / "runs.json").read_text())
+    assert manifest["classification/ResNet"]["state"] == "finished"
+
+    calls.clear()
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
+    assert calls == [] and sum("reusing" in line for line in lines) == 3
+
+    runs[1].options = runs[1].options + ["--lr", "0.05"]  # other settings: that run only is redone
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
+    assert [argv[argv.index("--model") + 1] for argv in calls] == ["ResNet_Basis"]
+
+    calls.clear()
+    quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner(calls), write=lines.append)
+    assert len(calls) == 3 and all("--reset" in argv for argv in calls)
+
+
+def test_an_interrupted_run_continues_and_a_failed_one_stops(tmp_path):
+    runs = quickstart.plan()[:1]
+    calls = []
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls, stop_at_epoch=2), write=print)
+    calls.clear()
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=print)
+    assert "--load" in calls[0] and "--reset" not in calls[0]
+    lines = []
+    with pytest.raises(SystemExit) as stop:
+        quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner([], fail="ResNet"),
+                           write=lines.append)
+    assert stop.value.code == 3 and "failed (exit status 3)" in lines[-1]
+
+
+def test_time_left_follows_the_measured_speed():
+    runs = quickstart.plan()
+    progress = quickstart.Progress(runs, write=lambda line: None)
+    total = sum(r.estimate_s for r in runs)
+    assert progress.left() == total
+    progress.finished(runs[0], 2 * runs[0].estimate_s)  # this machine is twice as slow as estimated
+    assert progress.left() == pytest.approx(2 * (total - runs[0].estimate_s))
+    progress.finished(runs[1], 999.0, reused=True)  # a reused run tells nothing about the speed
+    assert progress.left() == pytest.approx(2 * (total - runs[0].estimate_s - runs[1].estimate_s))
+    lines = []
+    quickstart.Progress(runs, write=lines.append).starting(runs[0], "running")
+    assert lines[0].startswith("[quickstart 1/8] running classification ResNet | elapsed 0s, about ")
+
+
+def fake_sr_results(tmp_path, hr):
+    """Bicubic output: HR with a noisy 40x40 patch at (60, 20); EDSR: smaller noise everywhere."""
+    rng = np.random.default_rng(0)
+    outputs = {}
+    for label, pixels in (("Bicubic", hr.copy()), ("EDSR", hr.copy())):
+        if label == "Bicubic":
+            pixels[60:100, 20:60] = rng.integers(0, 256, (40, 40, 3))
+        else:
+            pixels = np.clip(pixels.astype(int) + rng.integers(-3, 4, pixels.shape), 0, 255).astype(np.uint8)
+        folder = tmp_path / label / "results" / "Set5_x2"
+        folder.mkdir(parents=True)
+        iio.imwrite(folder / "bird_SR.png", pixels)
+        outputs[label] = tmp_path / label / "results"
+    return outputs
+
+
+def test_comparison_figure_finds_the_worst_crop_and_measures_like_the_tests(tmp_path):
+    hr = np.random.default_rng(1).integers(0, 256, (128, 130, 3)).astype(np.uint8)
+    hr_folder = tmp_path / "data" / "benchmark" / "Set5" / "HR"
+    hr_folder.mkdir(parents=True)
+    iio.imwrite(hr_folder / "bird.png", np.pad(hr, ((0, 1), (0, 1), (0, 0))))  # cut to the SR size
+    outputs = fake_sr_results(tmp_path, hr)
+    assert figure.worst_crop(iio.imread(outputs["Bicubic"] / "Set5_x2" / "bird_SR.png").astype(float),
+                             hr.astype(float), 40) == (60, 20)
+    psnr = figure.comparison_figure(tmp_path / "data", outputs, tmp_path / "fig.png", scale=2,
+                                    set_name="Set5", image="bird", crop=48)
+    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()  # noqa: E731
+    for label in outputs:
+        sr = iio.imread(outputs[label] / "Set5_x2" / "bird_SR.png")
+        assert psnr[label] == pytest.approx(calc_psnr(as_tensor(sr), as_tensor(hr), 2, 255, True), abs=1e-6)
+    assert psnr["EDSR"] > psnr["Bicubic"]
+    assert iio.imread(tmp_path / "fig.png").shape[1] > 600
+    with pytest.raises(FileNotFoundError, match="save_results"):
+        figure.comparison_figure(tmp_path / "data", {"x": tmp_path}, tmp_path / "f.png", scale=2,
+                                 set_name="Set5", image="bird")
+    assert figure.main([str(tmp_path / "g.png"), f"Bicubic={outputs['Bicubic']}", "--dir_data",
+                        str(tmp_path / "data"), "--image", "bird"]) == 0
+
+
+def test_report_prints_tables_and_checks(tmp_path):
+    runs = quickstart.plan(smoke=True)
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner([]), write=lambda line: None)
+    hr = iio.imread(Path(quickstart.ROOT) / "datasets" / "benchmark" / "Set5" / "HR" / "butterfly.png")
+    for name in ("Bicubic", "EDSR", "EDSR_Basis"):
+        folder = tmp_path / "super_resolution" / name / "results" / "Set5_x2"
+        folder.mkdir(parents=True)
+        iio.imwrite(folder / "butterfly_SR.png", hr)
+    lines = []
+    tables = quickstart.report(runs, tmp_path, write=lines.append)
+    assert set(tables) == {"classification", "super_resolution"}
+    for name in ("classification.md", "classification.csv", "classification.png", "super_resolution.md",
+                 "super_resolution.png", "sr_comparison.png"):
+        assert (tmp_path / name).is_file(), name
+    text = "\n".join(lines)
+    assert "| ResNet_Basis |" in text and "| EDSR_Factor |" in text
+    assert "check: Digits ResNet top-1 error 1.00% (target <= 3%): ok" in text
+    assert ("check: Set5 x2 EDSR_Basis 30.00 dB vs Bicubic 30.00 dB, +0.00 dB (target >= +0.5 dB): "
+            "NOT reached") in text
+
+
+def test_shell_scripts_share_one_environment_setup():
+    for script in ("test.sh", "quickstart.sh"):
+        text = (SCRIPTS / script).read_text()
+        assert 'source "$(dirname "${BASH_SOURCE[0]}")/env.sh"' in text and "pip install" not in text
