@@ -287,3 +287,27 @@ def test_every_basis_run_saves_an_image_of_each_basis_with_its_checkpoints(tmp_p
     bases = tmp_path / "img" / "model" / "bases"
     assert sorted(p.name for p in bases.iterdir()) == ["basis1.png", "basis2.png", "basis3.png"]
     assert iio.imread(bases / "basis1.png").shape == (2 + 2 * 26, 2 + 3 * 26)  # 5 tiles: 2 rows of 3
+
+
+def test_basis_init_from_torchvision_resnet18_weights_is_exact_at_full_rank(tmp_path):
+    """An ImageNet ResNet_Basis-18 started from a torchvision-layout ResNet-18 file, through the run's own
+    --basis_init path: at full rank (16-channel splits, 144 = 16 * 3 * 3 filters per stage basis) it
+    computes torchvision's function."""
+    import torchvision
+
+    from filter_basis.engine import basis_init
+
+    reference = randomize(torchvision.models.resnet18(weights=None), 3).eval()
+    path = tmp_path / "resnet18-torchvision.pth"
+    torch.save(reference.state_dict(), path)
+    argv = ["--model", "ResNet_Basis", "--depth", "18", "--data_train", "ImageNet", "--data_test", "ImageNet",
+            "--basis_init", str(path), "--bn_batches", "0"]
+    argv += [f"--basis_size{i}=16" for i in range(1, 5)] + [f"--n_basis{i}=144" for i in range(1, 5)]
+    args = cls_option.parse_args(argv)
+    dense_init = basis_init.prepare(CLS_TREE, args)
+    model = cls_model.build_model(args).eval()
+    report = dense_init.apply(model)
+    assert report.exact and [b["name"] for b in report.bases] == ["basis1", "basis2", "basis3", "basis4"]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert _relative(model(x), reference(x)) < 1e-4
