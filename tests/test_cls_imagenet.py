@@ -309,7 +309,7 @@ def test_summary_counts_flops_at_224(model, weights, capsys):
 def test_crop_logits_are_averaged():
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     images = torch.randn(2, 5, 3, 2, 2)
-    trainer = types.SimpleNamespace(net=net)
+    trainer = types.SimpleNamespace(eval_net=net)  # tests run the unwrapped model
     expected = torch.stack([net(images[i]).mean(0) for i in range(2)])
     assert torch.allclose(Trainer.logits(trainer, images), expected)
     assert torch.equal(Trainer.logits(trainer, images[:, 0]), net(images[:, 0]))

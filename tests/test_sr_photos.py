@@ -63,7 +63,8 @@ def test_test_split_layout_and_lr_is_the_bicubic_of_hr(test_split):
     dir_data, test_set = test_split
     root = dir_data / "Photos" / "test"
     assert sorted(p.name for p in (root / "HR").iterdir()) == sorted(f"{n}.png" for n in TEST)
-    lr_names = sorted(p.name for p in (root / "LR_bicubic" / "X2").iterdir())
+    # the images, beside the hidden record of the sources they were made from
+    lr_names = sorted(p.name for p in (root / "LR_bicubic" / "X2").iterdir() if not p.name.startswith("."))
     assert lr_names == sorted(f"{n}x2.png" for n in TEST)
     assert len(test_set) == 4 and test_set.benchmark  # evaluated like Set5: Y PSNR, shave = scale
     for index, name in enumerate(TEST):
