@@ -131,8 +131,8 @@ class Manifest:
         return self.entries.get(self.key(run), {}).get("options") == run.options
 
     def mark(self, run: Run, state: str, seconds: float = 0.0) -> None:
-        try:  # another quickstart process (--only) may have recorded its runs meanwhile
-            self.entries = {**json.loads(self.path.read_text()), **self.entries}
+        try:  # another quickstart process (--only) may have recorded its runs meanwhile: the file is newer
+            self.entries = {**self.entries, **json.loads(self.path.read_text())}
         except (OSError, ValueError):
             pass
         self.entries[self.key(run)] = {"options": run.options, "state": state, "seconds": round(seconds, 1)}
