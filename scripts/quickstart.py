@@ -238,7 +238,7 @@ def report(runs: list, out: Path, dir_data: Path = ROOT / "datasets", write=prin
         table = collect.collect(folders, out, name=task, warn=write)[task]
         tables[task] = table
         write(f"\n{task} ({out / (task + '.md')}, plot {task}.png):\n\n{collect.to_markdown(table)}")
-    names = [r.name for r in runs if r.task == SUPER_RESOLUTION]
+    names = [r.name for r in runs if r.task == SUPER_RESOLUTION and finished(out / r.task / r.name, r)]
     outputs = {name: out / SUPER_RESOLUTION / name / "results" for name in ("Bicubic", "EDSR", "EDSR_Basis")}
     if {"Bicubic", "EDSR", "EDSR_Basis"} <= set(names) and all(
             (folder / "Set5_x2" / "butterfly_SR.png").is_file() for folder in outputs.values()):
