@@ -49,7 +49,8 @@ SMOKE_SR = ["--patch_size", "48", "--batch_size", "4", "--test_every", "2", "--d
 
 @dataclass
 class Run:
-    """One ``main.py`` command; ``estimate_s`` is its wall time on 2 idle CPU cores (for the ETA)."""
+    """One ``main.py`` command; ``estimate_s``: its wall time on 2 idle CPU cores, estimated from the CPU time
+    it took with one thread (divided by 1.6), for the first ETA before this machine's speed is known."""
 
     task: str
     name: str
@@ -66,17 +67,17 @@ def plan(smoke: bool = False) -> list:
     sr = SR + ["--epochs", str(sr_epochs), "--decay_type", SR_DECAY] + (SMOKE_SR if smoke else [])
     sr_test = SR_TEST + (SMOKE_SR[-2:] if smoke else [])  # Bicubic: only what its test needs
     return [
-        Run(CLASSIFICATION, "ResNet", ["--model", "ResNet"] + cls, 60, epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Basis", ["--model", "ResNet_Basis", "--k_size2", "1"] + cls, 95,
+        Run(CLASSIFICATION, "ResNet", ["--model", "ResNet"] + cls, 45, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Basis", ["--model", "ResNet_Basis", "--k_size2", "1"] + cls, 75,
             epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Factor", ["--model", "ResNet_Factor"] + cls, 65, epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Group", ["--model", "ResNet_Group", "--group_size", "8"] + cls, 60,
+        Run(CLASSIFICATION, "ResNet_Factor", ["--model", "ResNet_Factor"] + cls, 60, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Group", ["--model", "ResNet_Group", "--group_size", "8"] + cls, 58,
             epochs=cls_epochs),
-        Run(SUPER_RESOLUTION, "Bicubic", ["--model", "Bicubic", "--test_only"] + sr_test, 20, test_only=True),
-        Run(SUPER_RESOLUTION, "EDSR", ["--model", "EDSR"] + sr, 170, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "Bicubic", ["--model", "Bicubic", "--test_only"] + sr_test, 8, test_only=True),
+        Run(SUPER_RESOLUTION, "EDSR", ["--model", "EDSR"] + sr, 155, epochs=sr_epochs),
         Run(SUPER_RESOLUTION, "EDSR_Basis", ["--model", "EDSR_Basis", "--basis_size", "32", "--n_basis", "8"]
-            + sr, 170, epochs=sr_epochs),
-        Run(SUPER_RESOLUTION, "EDSR_Factor", ["--model", "EDSR_Factor", "--sic_layer", "1"] + sr, 170,
+            + sr, 155, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "EDSR_Factor", ["--model", "EDSR_Factor", "--sic_layer", "1"] + sr, 135,
             epochs=sr_epochs),
     ]
 
