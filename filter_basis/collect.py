@@ -361,12 +361,13 @@ def plot(table: Table, path) -> None:
             if x is None:
                 axes.axhline(y, linestyle="--", color=colour, label=row["run"])
             else:
-                axes.plot([x], [y], marker="o", linestyle="", color=colour, label=row["run"])
-                axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                axes.plot([x], [y], marker="o", linestyle="", color=colour)
+                axes.annotate(row["run"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         axes.set_xlabel(table.x_column)
         axes.set_ylabel(y_column)
         axes.grid(True, alpha=0.3)
-        axes.legend(fontsize=7)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=7)
     figure.tight_layout()
     write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=100))
 

@@ -38,17 +38,19 @@ MAIN = {CLASSIFICATION: ROOT / "image_classification" / "main.py",
 CLS_EPOCHS, CLS_DECAY = 8, "step-5-7"  # lr 0.1, then 0.01 from epoch 6, 0.001 in epoch 8
 CLS = ["--template", "ResNet", "--depth", "20", "--data_train", "Digits", "--data_test", "Digits",
        "--batch_size", "32", "--print_every", "1000"]
-SR_EPOCHS, SR_DECAY = 3, "step_2"  # lr 5e-4, then 1e-4 in epoch 3; an epoch is 260 batches
-SR = ["--scale", "2", "--n_resblocks", "8", "--n_feats", "32", "--res_scale", "1", "--data_train", "Photos",
-      "--data_test", "Photos+Set5", "--patch_size", "64", "--batch_size", "16", "--lr", "5e-4",
+SR_EPOCHS, SR_DECAY = 3, "step_2"  # lr 1e-3, then 2e-4 in epoch 3; an epoch is 260 batches
+SR = ["--scale", "2", "--n_resblocks", "8", "--n_feats", "32", "--res_scale", "0.1", "--data_train", "Photos",
+      "--data_test", "Photos+Set5", "--patch_size", "64", "--batch_size", "16", "--lr", "1e-3",
       "--gamma", "0.2", "--test_every", "260", "--print_every", "1000", "--save_results"]
+SR_TEST = ["--scale", "2", "--data_test", "Photos+Set5", "--save_results"]
 SMOKE_CLS = ["--n_train", "64", "--n_test", "50", "--batch_size", "32"]
 SMOKE_SR = ["--patch_size", "48", "--batch_size", "4", "--test_every", "2", "--data_test", "Set5"]
 
 
 @dataclass
 class Run:
-    """One ``main.py`` command; ``estimate_s`` is its wall time on 2 idle CPU cores (for the ETA)."""
+    """One ``main.py`` command; ``estimate_s``: its wall time on 2 idle CPU cores, estimated from the CPU time
+    it took with one thread (divided by 1.6), for the first ETA before this machine's speed is known."""
 
     task: str
     name: str
@@ -63,18 +65,19 @@ def plan(smoke: bool = False) -> list:
     cls_epochs, sr_epochs = (1, 1) if smoke else (CLS_EPOCHS, SR_EPOCHS)
     cls = CLS + ["--epochs", str(cls_epochs), "--decay", CLS_DECAY] + (SMOKE_CLS if smoke else [])
     sr = SR + ["--epochs", str(sr_epochs), "--decay_type", SR_DECAY] + (SMOKE_SR if smoke else [])
+    sr_test = SR_TEST + (SMOKE_SR[-2:] if smoke else [])  # Bicubic: only what its test needs
     return [
-        Run(CLASSIFICATION, "ResNet", ["--model", "ResNet"] + cls, 60, epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Basis", ["--model", "ResNet_Basis", "--k_size2", "1"] + cls, 95,
+        Run(CLASSIFICATION, "ResNet", ["--model", "ResNet"] + cls, 45, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Basis", ["--model", "ResNet_Basis", "--k_size2", "1"] + cls, 75,
             epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Factor", ["--model", "ResNet_Factor"] + cls, 65, epochs=cls_epochs),
-        Run(CLASSIFICATION, "ResNet_Group", ["--model", "ResNet_Group", "--group_size", "8"] + cls, 60,
+        Run(CLASSIFICATION, "ResNet_Factor", ["--model", "ResNet_Factor"] + cls, 60, epochs=cls_epochs),
+        Run(CLASSIFICATION, "ResNet_Group", ["--model", "ResNet_Group", "--group_size", "8"] + cls, 58,
             epochs=cls_epochs),
-        Run(SUPER_RESOLUTION, "Bicubic", ["--model", "Bicubic", "--test_only"] + sr, 20, test_only=True),
-        Run(SUPER_RESOLUTION, "EDSR", ["--model", "EDSR"] + sr, 170, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "Bicubic", ["--model", "Bicubic", "--test_only"] + sr_test, 8, test_only=True),
+        Run(SUPER_RESOLUTION, "EDSR", ["--model", "EDSR"] + sr, 155, epochs=sr_epochs),
         Run(SUPER_RESOLUTION, "EDSR_Basis", ["--model", "EDSR_Basis", "--basis_size", "32", "--n_basis", "8"]
-            + sr, 170, epochs=sr_epochs),
-        Run(SUPER_RESOLUTION, "EDSR_Factor", ["--model", "EDSR_Factor", "--sic_layer", "1"] + sr, 170,
+            + sr, 155, epochs=sr_epochs),
+        Run(SUPER_RESOLUTION, "EDSR_Factor", ["--model", "EDSR_Factor", "--sic_layer", "1"] + sr, 135,
             epochs=sr_epochs),
     ]
 
@@ -91,6 +94,13 @@ def command(run: Run, out: Path, mode: str) -> list:
     where += ["--save", run.name, "--reset"] if mode == "--reset" else ["--load", run.name]
     threads = ["--n_threads", str(loader_threads())]
     return [sys.executable, str(MAIN[run.task])] + run.options + threads + where
+
+
+def shown(cmd: list) -> str:
+    """The command as a user would type it in the repository root."""
+    parts = ["python"] + [os.path.relpath(p, ROOT) if str(p).startswith(str(ROOT) + os.sep) else str(p)
+                          for p in cmd[1:]]
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 def finished(folder: Path, run: Run) -> bool:
@@ -122,8 +132,8 @@ class Manifest:
         return self.entries.get(self.key(run), {}).get("options") == run.options
 
     def mark(self, run: Run, state: str, seconds: float = 0.0) -> None:
-        try:  # another quickstart process (--only) may have recorded its runs meanwhile
-            self.entries = {**json.loads(self.path.read_text()), **self.entries}
+        try:  # another quickstart process (--only) may have recorded its runs meanwhile: the file is newer
+            self.entries = {**self.entries, **json.loads(self.path.read_text())}
         except (OSError, ValueError):
             pass
         self.entries[self.key(run)] = {"options": run.options, "state": state, "seconds": round(seconds, 1)}
@@ -202,12 +212,12 @@ def run_all(runs: list, out: Path, reset: bool, runner=execute, write=print) -> 
             progress.finished(run, manifest.entries[manifest.key(run)].get("seconds", 0.0), reused=True)
             continue
         cmd = command(run, out, action)
-        write("    " + " ".join(shlex.quote(str(part)) for part in [Path(cmd[0]).name] + cmd[1:]))
+        write("    " + shown(cmd))
         manifest.mark(run, "started")
         log_path = out / "logs" / f"{run.task}_{run.name}.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        with open(log_path, "a") as log:
+        with open(log_path, "a", buffering=1) as log:
             status = runner(cmd, log)
         if status != 0:
             write(f"[quickstart] {run.task} {run.name} failed (exit status {status}); its output: {log_path}")
@@ -229,7 +239,7 @@ def report(runs: list, out: Path, dir_data: Path = ROOT / "datasets", write=prin
         table = collect.collect(folders, out, name=task, warn=write)[task]
         tables[task] = table
         write(f"\n{task} ({out / (task + '.md')}, plot {task}.png):\n\n{collect.to_markdown(table)}")
-    names = [r.name for r in runs if r.task == SUPER_RESOLUTION]
+    names = [r.name for r in runs if r.task == SUPER_RESOLUTION and finished(out / r.task / r.name, r)]
     outputs = {name: out / SUPER_RESOLUTION / name / "results" for name in ("Bicubic", "EDSR", "EDSR_Basis")}
     if {"Bicubic", "EDSR", "EDSR_Basis"} <= set(names) and all(
             (folder / "Set5_x2" / "butterfly_SR.png").is_file() for folder in outputs.values()):

@@ -184,3 +184,15 @@ def test_shell_scripts_share_one_environment_setup():
     for script in ("test.sh", "quickstart.sh"):
         text = (SCRIPTS / script).read_text()
         assert 'source "$(dirname "${BASH_SOURCE[0]}")/env.sh"' in text and "pip install" not in text
+
+
+def test_two_quickstart_processes_keep_each_others_records(tmp_path):
+    a_run, b_run = quickstart.plan()[:2]
+    first, second = quickstart.Manifest(tmp_path / "runs.json"), quickstart.Manifest(tmp_path / "runs.json")
+    first.mark(a_run, "started")
+    second.mark(b_run, "started")  # --only in another process, started meanwhile
+    first.mark(a_run, "finished", 5.0)
+    second.mark(b_run, "finished", 7.0)
+    entries = json.loads((tmp_path / "runs.json").read_text())
+    assert {key: (e["state"], e["seconds"]) for key, e in entries.items()} == {
+        "classification/ResNet": ("finished", 5.0), "classification/ResNet_Basis": ("finished", 7.0)}
