@@ -287,14 +287,15 @@ def _main_train(args: argparse.Namespace, device: torch.device) -> int:
 
     layout = "channels_last" if args.channels_last else "NCHW"
     result = {"device": _device_name(device), "torch": torch.__version__, "amp": args.amp,
-              "memory_format": layout, "compile": args.compile, "rounds": args.rounds, "steps": args.steps}
+              "memory_format": layout, "compile": args.compile, "rounds": args.rounds, "steps": args.steps,
+              "step": "fused inference" if args.fused else "training"}
     if args.models != "none":
         result["training"] = train_benchmark.run_training(args, device, log)
     if not args.no_pipeline:
         result["pipeline"] = train_benchmark.run_pipeline(args, device, log)
     print(f"device: {result['device']}; {layout}; amp {args.amp}; compile {args.compile}; torch "
-          f"{torch.__version__}; {args.rounds} interleaved rounds of {args.steps} steps per model; samples/s "
-          "are medians over rounds; data % = share of step time spent getting the batch")
+          f"{torch.__version__}; {args.rounds} interleaved rounds of {args.steps} {result['step']} steps per "
+          "model; samples/s are medians over rounds; data % = share of step time spent getting the batch")
     print(train_benchmark.format_table(result))
     if args.json:
         with open(args.json, "w") as f:

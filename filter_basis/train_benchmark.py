@@ -14,6 +14,7 @@ measured alone (samples/s at batch 128): batches made on the device against the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deploy import fuse
 from .engine.device import AMP_DTYPES
 from .errors import OptionError
 
@@ -148,7 +150,11 @@ class Runner:
         self.spec, self.batch, self.device = spec, args.batch_size, device
         memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
         self.model = build(spec, args).to(device, memory_format=memory_format)
-        self.model.train()
+        self.inference = opts.fused
+        if self.inference:  # forward passes only, of the deployed form (BatchNorm folded, cheaper forms)
+            self.model = fuse(self.model.eval())
+        else:
+            self.model.train()
         self.net = torch.compile(self.model) if opts.compile else self.model
         if spec.tree == "classification":
             self.next_batch = classification_batches(self.batch, device, memory_format)
@@ -169,6 +175,11 @@ class Runner:
         start = time.perf_counter()
         inputs, targets = self.next_batch()
         self.data_s += time.perf_counter() - start
+        if self.inference:
+            autocast = self.autocast() if self.autocast is not None else contextlib.nullcontext()
+            with torch.no_grad(), autocast:
+                self.net(inputs)
+            return
         if self.autocast is not None:
             with self.autocast():
                 loss = self.loss(self.net(inputs), targets)
@@ -239,8 +250,7 @@ def run_pipeline(opts: argparse.Namespace, device: torch.device, log: Callable[[
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     device_loader = DeviceBatches(dataset, PIPELINE_BATCH, RandomSampler(dataset),
                                   cifar_batch_transform(True), device, 0, memory_format)
-    per_image = _in_memory_set(PIPELINE_SET_SIZE)
-    per_image.transform = cifar_transform(True)
+    per_image = type(dataset)(dataset.images, dataset.labels, cifar_transform(True))  # the same images
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(opts.workers, cores)
     loader = DataLoader(per_image, batch_size=PIPELINE_BATCH, sampler=RandomSampler(per_image),
@@ -283,6 +293,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
                        help="autocast (as main.py)")
     group.add_argument("--compile", action="store_true", help="torch.compile every model (as main.py)")
+    group.add_argument("--fused", action="store_true",
+                       help="time inference of each fuse()d model (forward, no_grad) instead of training")
     group.add_argument("--no_pipeline", action="store_true", help="skip the input-pipeline measurement")
     group.add_argument("--pipeline_batches", type=int, default=100,
                        help="batches per pipeline measurement (per-image path: a tenth)")

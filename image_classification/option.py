@@ -45,7 +45,7 @@ IGNORED = [
 
 # Options of this tree that may differ when a run is continued with --load (besides the engine's list in
 # filter_basis/engine/resume.py): fetching CIFAR, and the ignored ones.
-RESUME_MAY_CHANGE = ("download", "n_test", "crop") + tuple(flag.lstrip("-") for flag, _, _ in IGNORED)
+RESUME_MAY_CHANGE = ("download", "n_test", "crop") + engine_options.ignored_names(IGNORED)
 
 
 def build_parser() -> engine_options.OptionParser:

@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quickstart_figure import comparison_figure  # noqa: E402
 
 from filter_basis import collect  # noqa: E402
+from filter_basis.engine.checkpoint import write_text_atomic  # noqa: E402
+from filter_basis.engine.experiment import STATE_FILE  # noqa: E402
 
 CLASSIFICATION, SUPER_RESOLUTION = collect.CLASSIFICATION, collect.SUPER_RESOLUTION
 MAIN = {CLASSIFICATION: ROOT / "image_classification" / "main.py",
@@ -138,9 +140,7 @@ class Manifest:
             pass
         self.entries[self.key(run)] = {"options": run.options, "state": state, "seconds": round(seconds, 1)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.entries, indent=2) + "\n")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, json.dumps(self.entries, indent=2) + "\n")
 
 
 def decide(run: Run, out: Path, manifest: Manifest, reset: bool) -> str:
@@ -150,7 +150,7 @@ def decide(run: Run, out: Path, manifest: Manifest, reset: bool) -> str:
         return "--reset"
     if finished(folder, run):
         return "reuse"
-    if not run.test_only and (folder / "training_state.pt").is_file():
+    if not run.test_only and (folder / STATE_FILE).is_file():
         return "--load"
     return "--reset"
 

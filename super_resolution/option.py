@@ -50,7 +50,7 @@ IGNORED = [
 # Options of this tree that may differ when a run is continued with --load (besides the engine's list in
 # filter_basis/engine/resume.py): tiled inference, saved test images, the printed network, ignored ones.
 RESUME_MAY_CHANGE = (("chop", "self_ensemble", "save_results", "print_model", "dir_demo")
-                     + tuple(f.lstrip("-") for f, _, _ in IGNORED))
+                     + engine_options.ignored_names(IGNORED))
 
 
 def build_parser() -> engine_options.OptionParser:

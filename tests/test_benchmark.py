@@ -102,12 +102,25 @@ def test_train_benchmark_runs_whole_steps_and_writes_json(tmp_path, capsys):
 def test_train_benchmark_steps_change_the_weights():
     from filter_basis import train_benchmark
 
-    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="bf16")
+    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="bf16", fused=False)
     for name in ("resnet56-basis", "srresnet-basis-32-32"):
         runner = train_benchmark.Runner(train_benchmark.MODELS[name], opts, torch.device("cpu"))
         before = [p.detach().clone() for p in runner.model.parameters()]
         runner.step()
         assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
+
+
+def test_fused_benchmark_runs_forward_passes_of_the_deployed_model():
+    """--fused: the fuse()d model (BatchNorm folded, eval mode) is timed; a step changes no weight."""
+    from filter_basis import train_benchmark
+
+    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="none", fused=True)
+    runner = train_benchmark.Runner(train_benchmark.MODELS["resnet56-basis"], opts, torch.device("cpu"))
+    assert not runner.model.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.model.modules())
+    before = [p.detach().clone() for p in runner.model.parameters()]
+    runner.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
 
 
 def test_train_benchmark_models_are_the_paper_configurations():

@@ -91,5 +91,7 @@ def test_a_cifar_resnet_trains_on_digits(tmp_path, one_thread):
             "--n_threads", "0", "--n_train", "256", "--n_test", "64", "--batch_size", "64", "--epochs", "1",
             "--dir_save", str(tmp_path), "--save", "digits"]
     assert main(argv) == 0
-    record = json.loads((tmp_path / "digits" / "results.json").read_text())[0]
+    records = json.loads((tmp_path / "digits" / "results.json").read_text())
+    record = records[0]
+    assert [r["epoch"] for r in records] == [1] and record["metrics"]["loss"] > 0
     assert 0 <= record["metrics"]["top1_error"] <= 100 and record["train_loss"] > 0

@@ -171,7 +171,7 @@ def test_cli_basis_init_writes_its_report_and_reestimates_batchnorm(tmp_path, ca
     assert len(record["layers"]) == 6 and 0 < record["total_relative_error"] < 1
     assert (folder / "basis_init_energy.png").stat().st_size > 0
     assert "basis_init: 6 basis layers fitted" in (folder / "log.txt").read_text()
-    assert trainer is not None
+    assert trainer is not None and trainer.epoch == 1  # the run trained the fitted model
     # a test run re-estimates on the training data too
     run(CLS_TREE, cls_option.parse_args(argv + ["--save", "cut_test", "--n_basis1", "4", "--test_only"]))
     assert json.loads((tmp_path / "cut_test" / "basis_init.json").read_text())["bn_batches"] == 2

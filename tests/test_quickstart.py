@@ -171,7 +171,7 @@ def test_report_prints_tables_and_checks(tmp_path):
     tables = quickstart.report(runs, tmp_path, write=lines.append)
     assert set(tables) == {"classification", "super_resolution"}
     for name in ("classification.md", "classification.csv", "classification.png", "super_resolution.md",
-                 "super_resolution.png", "sr_comparison.png"):
+                 "super_resolution.csv", "super_resolution.png", "sr_comparison.png"):
         assert (tmp_path / name).is_file(), name
     text = "\n".join(lines)
     assert "| ResNet_Basis |" in text and "| EDSR_Factor |" in text

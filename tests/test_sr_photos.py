@@ -1,5 +1,6 @@
 """Photos: the bundled photographs as an SR data set (fixed split and pixels, layout, LR = bicubic of HR)."""
 
+import os
 from types import SimpleNamespace
 
 import imageio.v3 as iio
@@ -134,3 +135,15 @@ def test_a_missing_source_file_is_one_line_naming_it(tiny_sources, tmp_path, cap
     assert not (tmp_path / "data" / "Photos" / "test" / "HR").exists()  # nothing half-made left
     with pytest.raises(DataError, match="coffee.png"):
         photos.photos_pairs(tmp_path / "data", "test", 2)
+
+
+def test_the_hr_folder_follows_the_umask(tmp_path):
+    """The staging folder renamed into place gets 0777 & ~umask (not mkdtemp's 0700), like the LR folders."""
+    previous = os.umask(0o027)
+    try:
+        photos.photos_pairs(tmp_path, "test", 2)
+    finally:
+        os.umask(previous)
+    hr_dir = tmp_path / "Photos" / "test" / "HR"
+    assert hr_dir.stat().st_mode & 0o777 == 0o750
+    assert (hr_dir / "chelsea.png").stat().st_mode & 0o777 == 0o640

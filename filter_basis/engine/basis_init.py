@@ -63,8 +63,8 @@ class DenseInit:
             raise OptionError(f"--target_compression: the {tree.name} tree cannot set filter counts")
         costs = fit.filter_costs(probe, groups)
         fixed = fit.weight_params(probe) - sum(g.basis.n_basis * c for g, c in zip(groups, costs))
-        target = int(args.target_compression * fit.weight_params(self.baseline))
         baseline = fit.weight_params(self.baseline)
+        target = int(args.target_compression * baseline)
         if fixed + sum(costs) > target:
             raise OptionError(f"--target_compression {args.target_compression:g} is too small for --model "
                               f"{args.model}: with one filter per basis it already has "
@@ -75,8 +75,8 @@ class DenseInit:
             setattr(args, name, value)
         uniform = fit.uniform_counts(groups, costs, target - fixed)
         self.choice = {
-            "target_compression": args.target_compression, "baseline_weight_params": fit.weight_params(
-                self.baseline), "weight_params": fixed + sum(n * c for n, c in zip(counts, costs)),
+            "target_compression": args.target_compression, "baseline_weight_params": baseline,
+            "weight_params": fixed + sum(n * c for n, c in zip(counts, costs)),
             "counts": dict(zip((g.name for g in groups), counts)), "options": options,
             "squared_error": fit.squared_error(groups, counts),
             "uniform_counts": dict(zip((g.name for g in groups), uniform)),

@@ -169,6 +169,11 @@ def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:
         parser.ignored.append((flag.lstrip("-"), default if kind is not bool else False))
 
 
+def ignored_names(specs: Iterable[tuple]) -> tuple:
+    """The option names of :func:`add_ignored_options` specs (they may change freely on --load)."""
+    return tuple(flag.lstrip("-") for flag, _, _ in specs)
+
+
 def str2bool(args: argparse.Namespace) -> None:
     """Official post-processing: string values "True"/"False" become booleans."""
     for name, value in vars(args).items():
@@ -251,6 +256,11 @@ def counts_string(counts: Sequence[int]) -> str:
         else:
             runs.append([n, 1])
     return "+".join(f"{n}*{c}" for n, c in runs)
+
+
+def n_basis_str_options(args: argparse.Namespace, names: list, counts: list) -> dict:
+    """``--target_compression`` for a model with a basis per layer or block: one ``--n_basis_str``."""
+    return {"n_basis_str": counts_string(counts)}
 
 
 def check_file(args: argparse.Namespace, option: str) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
-from ..errors import DataError, UserError
+from ..errors import DataError, report_errors
 from ..layers import set_basis_form
 from ..registry import Registry
 from . import basis_init
@@ -24,7 +23,7 @@ from .options import is_given
 from .regularizers import LOSS_NORM, build_loss_norm
 from .resume import check_options
 from .summary import describe
-from .trainer import Trainer, TrainingStopped
+from .trainer import Trainer
 
 HALF_WARNING = ("warning: --precision half trains float16 weights without a float32 master copy or loss "
                 "scaling (official behaviour): an update smaller than about 1/2000 of its weight is rounded "
@@ -59,15 +58,7 @@ class Tree:
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
     """Parse, run, and turn user errors into one line on stderr (exit 2) instead of a traceback."""
-    try:
-        run(tree, tree.parse_args(argv))
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except TrainingStopped as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return report_errors(lambda: run(tree, tree.parse_args(argv)))
 
 
 def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:

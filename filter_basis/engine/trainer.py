@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, RunStopped
 from .checkpoint import load_state_dict_strict, rng_state, seed_everything, set_rng_state
 from .device import Runtime
 from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, gather_objects
@@ -33,7 +33,7 @@ MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training sto
 INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
 
 
-class TrainingStopped(Exception):
+class TrainingStopped(RunStopped):
     """Training cannot go on (the loss keeps diverging); reported as one line, exit status 1."""
 
 

@@ -12,6 +12,7 @@ ImageNet (files decoded per image) keeps the per-image DataLoader.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -20,6 +21,14 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .in_memory import InMemoryImages
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(mean: tuple, std: tuple, device: torch.device) -> tuple:
+    """Mean and std as float32 tensors on ``device``, made once rather than copied there for every batch
+    (a host-to-GPU copy per batch would make the CPU wait for the GPU)."""
+    return (torch.tensor(mean, dtype=torch.float32, device=device),
+            torch.tensor(std, dtype=torch.float32, device=device))
 
 
 @dataclass(frozen=True)
@@ -92,8 +101,7 @@ class CropFlipNormalize:
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 ``(n, C, H, W)`` -> float32 in the same memory format, scaled to [0, 1] and normalised with
         the operations, in the order, of ``ToDtype(scale=True)`` and ``Normalize``."""
-        mean = torch.as_tensor(self.mean, dtype=torch.float32, device=pixels.device)
-        std = torch.as_tensor(self.std, dtype=torch.float32, device=pixels.device)
+        mean, std = _constants(tuple(self.mean), tuple(self.std), pixels.device)
         if not pixels.is_contiguous():  # channels_last: arithmetic on (n * H, W * C) rows, then a free view
             n, c, h, w = pixels.shape
             rows = pixels.permute(0, 2, 3, 1).reshape(n * h, w * c).to(torch.float32)
@@ -152,7 +160,6 @@ class DeviceBatches:
         self.sampler = sampler
         self.transform = transform
         self.device = device
-        self.memory_format = memory_format
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
 

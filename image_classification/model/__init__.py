@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Tuple
 from torch import nn
 
 from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_dict
-from filter_basis.engine.options import counts_string
+from filter_basis.engine.options import n_basis_str_options
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
@@ -69,7 +69,7 @@ def basis_count_options(args, names: list, counts: list) -> dict:
     """The options that give the bases of ``--model`` these numbers of filters (--target_compression)."""
     if args.model.startswith("ResNet"):
         return resnet.basis_count_options(args, names, counts)
-    return {"n_basis_str": counts_string(counts)}  # a basis per decomposed layer (VGG_Basis)
+    return n_basis_str_options(args, names, counts)  # a basis per decomposed layer (VGG_Basis)
 
 
 def load_pretrained(model: nn.Module, path: str, args) -> None:

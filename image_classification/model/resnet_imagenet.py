@@ -73,17 +73,6 @@ class Bottleneck(nn.Module):
         return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
-def conv_inputs(depth: int) -> list:
-    """``(stage, input width)`` of every 3x3 convolution the factory makes, in model order."""
-    bottleneck, blocks = LAYOUTS[depth]
-    found, width = [], WIDTHS[0]
-    for stage, (planes, n) in enumerate(zip(WIDTHS, blocks), start=1):
-        for _ in range(n):
-            found += [(stage, planes)] if bottleneck else [(stage, width), (stage, planes)]
-            width = planes * (4 if bottleneck else 1)
-    return found
-
-
 class ImageNetResNet(nn.Module):
     """7x7/2 stem conv -> BN -> ReLU -> 3x3/2 max-pool, four stages (the first block of stages 2-4 has
     stride 2), global average pooling, linear classifier.

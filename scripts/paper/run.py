@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from filter_basis.errors import OptionError, UserError  # noqa: E402
+from filter_basis.engine.experiment import STATE_FILE  # noqa: E402
+from filter_basis.engine.options import COMMON_DEFAULTS  # noqa: E402
+from filter_basis.errors import OptionError, RunStopped, report_errors  # noqa: E402
 
 CONFIGS = Path(__file__).with_name("configs.tsv")
 TABLES = {"table5": "5", "table2": "2", "table3": "3"}
@@ -38,8 +40,7 @@ TABLE_TITLES = {"5": "Table 5: CIFAR-10, top-1 error (%)", "2": "Table 2: x4 sup
 SCRIPTS = {"table5": "table5_cifar10.sh", "table2": "table2_sr_light.sh", "table3": "table3_edsr.sh",
            "evaluate": "evaluate.sh", "params": "params.sh"}
 PRETRAINED = {"image_classification": "--pretrained", "super_resolution": "--pre_train"}
-DEFAULT_EPOCHS = 300  # both trees' --epochs default (filter_basis.engine.options.COMMON_DEFAULTS)
-STATE_FILE = "training_state.pt"  # filter_basis.engine.experiment.STATE_FILE
+DEFAULT_EPOCHS = COMMON_DEFAULTS["epochs"]  # both trees' --epochs default
 
 
 # ------------------------------------------------------------------------------------- configurations
@@ -242,8 +243,8 @@ def visible_device(index: str) -> str:
     return outer[int(index)] if outer and index.isdigit() and int(index) < len(outer) else index
 
 
-class RunFailed(Exception):
-    pass
+class RunFailed(RunStopped):
+    """A configuration's run exited with an error, or runs wait for one that cannot start."""
 
 
 def execute(runs: List[Run], settings: Settings) -> None:
@@ -643,32 +644,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)  # SIGTERM ends the runs started here too
     try:
-        if command == "params":
-            print(params_table(configs))
-            return 0
-        settings = Settings.from_env()
-        if command == "evaluate":
-            if len(rest) != 1:
-                raise OptionError(f"evaluate.sh needs one MODEL_DIR argument, got {len(rest)}; see --help")
-            model_dir = Path(rest[0]).resolve()
-            if not model_dir.is_dir():
-                raise OptionError(f"MODEL_DIR {rest[0]!r} is not a folder; expected the folder of the "
-                                  "released checkpoints or of our experiment folders")
-            command_evaluate(model_dir, settings, configs)
-        else:
-            if rest:
-                raise OptionError(f"{SCRIPTS[command]} takes no arguments (got {' '.join(rest)}); settings "
-                                  "come from environment variables, see --help")
-            command_train(command, settings, configs)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except RunFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return report_errors(lambda: _command(command, rest, configs))
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+
+
+def _command(command: str, rest: List[str], configs) -> None:
+    if command == "params":
+        print(params_table(configs))
+        return
+    settings = Settings.from_env()
+    if command == "evaluate":
+        if len(rest) != 1:
+            raise OptionError(f"evaluate.sh needs one MODEL_DIR argument, got {len(rest)}; see --help")
+        model_dir = Path(rest[0]).resolve()
+        if not model_dir.is_dir():
+            raise OptionError(f"MODEL_DIR {rest[0]!r} is not a folder; expected the folder of the "
+                              "released checkpoints or of our experiment folders")
+        command_evaluate(model_dir, settings, configs)
+    else:
+        if rest:
+            raise OptionError(f"{SCRIPTS[command]} takes no arguments (got {' '.join(rest)}); settings "
+                              "come from environment variables, see --help")
+        command_train(command, settings, configs)
 
 
 if __name__ == "__main__":

@@ -56,16 +56,9 @@ class SourceRecord:
                             "remade")
         return entries
 
-    @property
-    def exists(self) -> bool:
-        return self.path.is_file()
-
     def is_current(self, derived: str, key: List[int]) -> bool:
         """``folder/derived`` exists and was made from a source that had ``key``."""
         return (self.path.parent / derived).is_file() and self.entries.get(derived) == key
-
-    def is_recorded(self, derived: str) -> bool:
-        return derived in self.entries
 
     def record(self, derived: str, key: List[int]) -> None:
         self.entries[derived] = self.changed[derived] = key

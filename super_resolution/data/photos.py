@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List
 
 import imageio.v3 as iio
 import numpy as np
 
+from filter_basis.engine.checkpoint import make_temp_dir
 from filter_basis.errors import DataError, OptionError
 
 from .bicubic import downscale
+from .derived_files import is_read_only
 from .folders import Pair, pair_with_lr
 from .images import read_image, set_channel
 
@@ -88,21 +89,29 @@ def hr_image(name: str) -> np.ndarray:
 
 
 def _write_hr(names: List[str], hr_dir: Path) -> bool:
-    """Write the HR files into a staging folder renamed to ``hr_dir``; False if the folder is read-only."""
+    """Write the HR files into a staging folder renamed to ``hr_dir``; False if the folder is read-only
+    (any other write error is reported, as for the LR images)."""
     try:
         hr_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{hr_dir.name}-", dir=hr_dir.parent))
-    except OSError:
-        return False
+        staging = make_temp_dir(hr_dir.parent, prefix=f".{hr_dir.name}-")  # 0777 & ~umask, not 0700
+    except OSError as error:
+        return _written_or_failed(error, hr_dir)
     try:
         for name in names:
             iio.imwrite(staging / f"{name}.png", hr_image(name))
         os.replace(staging, hr_dir)
-    except OSError:  # another process finished first, or the disk is full
-        pass
+    except OSError as error:
+        if not hr_dir.is_dir():  # not merely another process that finished first
+            return _written_or_failed(error, hr_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return hr_dir.is_dir()
+    return True
+
+
+def _written_or_failed(error: OSError, hr_dir: Path) -> bool:
+    if not is_read_only(error):
+        raise DataError(f"cannot write the Photos images to {hr_dir}: {error}") from None
+    return False
 
 
 def photos_pairs(dir_data, split: str, scale: int) -> List[Pair]:

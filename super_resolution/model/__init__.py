@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from filter_basis.engine.options import n_basis_str_options as basis_count_options
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
 
 from . import bicubic, edsr, srresnet
-from .block_convs import basis_count_options
 from .checkpoint import load_pretrained, load_state
 from .official_keys import official_key_map
 

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from filter_basis.engine.options import basis_counts, counts_string
+from filter_basis.engine.options import basis_counts
 from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d
 from filter_basis.layers.norm_act import Activation
@@ -74,10 +74,6 @@ def block_basis_counts(args) -> list:
                         f"--model {args.model} with --n_resblocks {args.n_resblocks}"
                         f"{' --share_basis' if args.share_basis else ''}")
 
-
-def basis_count_options(args, names: list, counts: list) -> dict:
-    """``--target_compression``: one number per basis, through ``--n_basis_str``."""
-    return {"n_basis_str": counts_string(counts)}
 
 
 def factor_convs(sic_layers: int, act: Activation) -> BlockConvs:
