@@ -39,34 +39,36 @@ class TrainModel:
     tree: str  # "classification" or "sr"
     argv: tuple
     batch: int
-    baseline: Optional[str] = None  # the dense model its samples/s is compared with
+    baselines: tuple = ()  # the models its samples/s is compared with (the dense one first)
 
 
 _SR = ("--scale", "4")
 MODELS = {m.name: m for m in (
     TrainModel("resnet56", "classification", ("--model", "ResNet", "--depth", "56"), 64),
     TrainModel("resnet56-basis", "classification",
-               ("--model", "ResNet_Basis", "--depth", "56", "--k_size2", "1"), 64, "resnet56"),
+               ("--model", "ResNet_Basis", "--depth", "56", "--k_size2", "1"), 64,
+               ("resnet56", "resnet56-basis-decomposed")),
     TrainModel("resnet56-basis-decomposed", "classification",
                ("--model", "ResNet_Basis", "--depth", "56", "--k_size2", "1", "--basis_form", "decomposed"),
-               64, "resnet56"),
+               64, ("resnet56",)),
     TrainModel("vgg16", "classification", ("--model", "VGG", "--vgg_type", "16"), 64),
     TrainModel("vgg16-basis", "classification",
-               ("--model", "VGG_Basis", "--vgg_type", "16", "--basis_size", "128"), 64, "vgg16"),
+               ("--model", "VGG_Basis", "--vgg_type", "16", "--basis_size", "128"), 64, ("vgg16",)),
     TrainModel("densenet40", "classification", ("--model", "DenseNet", "--depth", "40"), 64),
     TrainModel("densenet40-basis", "classification",
                ("--model", "DenseNet_Basis", "--depth", "40", "--transition_group", "6", "--n_basis", "36"),
-               64, "densenet40"),
+               64, ("densenet40",)),
     TrainModel("srresnet", "sr", ("--model", "SRResNet", *_SR, "--n_resblocks", "16", "--n_feats", "64",
                                   "--patch_size", "96"), 16),
     TrainModel("srresnet-basis-32-32", "sr",
                ("--model", "SRResNet_Basis", *_SR, "--n_resblocks", "16", "--n_feats", "64",
-                "--patch_size", "96", "--basis_size", "32", "--n_basis", "32", "--bn_every"), 16, "srresnet"),
+                "--patch_size", "96", "--basis_size", "32", "--n_basis", "32", "--bn_every"), 16,
+               ("srresnet",)),
     TrainModel("edsr8-128", "sr", ("--model", "EDSR", *_SR, "--n_resblocks", "8", "--n_feats", "128",
                                    "--res_scale", "1", "--patch_size", "192"), 16),
     TrainModel("edsr8-128-basis-128-27", "sr",
                ("--model", "EDSR_Basis", *_SR, "--n_resblocks", "8", "--n_feats", "128", "--res_scale", "1",
-                "--patch_size", "192", "--basis_size", "128", "--n_basis", "27"), 16, "edsr8-128"),
+                "--patch_size", "192", "--basis_size", "128", "--n_basis", "27"), 16, ("edsr8-128",)),
 )}
 PIPELINE_BATCH = 128
 PIPELINE_SET_SIZE = 50_000  # as CIFAR's training set
@@ -227,13 +229,10 @@ def run_training(opts: argparse.Namespace, device: torch.device, log: Callable[[
             "samples_per_s": statistics.median(samples[name]), "per_round": samples[name],
             "data_share": statistics.median(data_share[name]),
         }
-        base = runner.spec.baseline
-        if base in samples:
-            record["ratios"][f"{name}/{base}"] = statistics.median(
-                s / b for s, b in zip(samples[name], samples[base]))
-    if "resnet56-basis" in samples and "resnet56-basis-decomposed" in samples:
-        record["ratios"]["resnet56-basis/resnet56-basis-decomposed"] = statistics.median(
-            a / d for a, d in zip(samples["resnet56-basis"], samples["resnet56-basis-decomposed"]))
+        for base in runner.spec.baselines:
+            if base in samples:
+                record["ratios"][f"{name}/{base}"] = statistics.median(
+                    s / b for s, b in zip(samples[name], samples[base]))
     return record
 
 
