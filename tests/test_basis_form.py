@@ -197,7 +197,7 @@ def test_training_flops_count_forward_and_backward_in_the_training_form():
 def test_summary_keeps_forward_flops_and_adds_training_keys(capsys):
     from filter_basis.engine import run
     from image_classification import option
-    from image_classification.main import TREE
+    from image_classification.tree import TREE
 
     seen = {}
     for form in ("decomposed", "merged", "auto"):

@@ -16,7 +16,7 @@ import torch
 from filter_basis.engine import cli_main, run
 from filter_basis.engine.checkpoint import load_checkpoint
 from image_classification import option
-from image_classification.main import TREE
+from image_classification.tree import TREE
 
 TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--data_test", "Synthetic",
         "--n_train", "128", "--n_test", "32", "--batch_size", "16", "--cpu", "--n_threads", "0"]
@@ -105,7 +105,7 @@ import torch
 sys.path.insert(0, {root!r})
 from torch.utils.data import DistributedSampler
 from filter_basis.engine import Trainer, run
-from image_classification.main import TREE
+from image_classification.tree import TREE
 
 rank = os.environ["RANK"]
 seen, rng = [], {{}}

@@ -13,7 +13,7 @@ from filter_basis.engine import Trainer, TrainingStopped, cli_main, run
 from filter_basis.engine.checkpoint import load_checkpoint
 from filter_basis.errors import OptionError
 from image_classification import option
-from image_classification.main import TREE
+from image_classification.tree import TREE
 
 TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--data_test", "Synthetic",
         "--n_train", "64", "--n_test", "32", "--batch_size", "16", "--cpu", "--n_threads", "0"]

@@ -11,7 +11,7 @@ from filter_basis.engine.options import REPO_ROOT
 from filter_basis.engine.templates import TemplateTable
 from filter_basis.errors import OptionError, UserError
 from image_classification import option as cls_option
-from image_classification.main import TREE as CLS_TREE
+from image_classification.tree import TREE as CLS_TREE
 from super_resolution import option as sr_option
 
 PARSERS = {"image_classification": cls_option, "super_resolution": sr_option}

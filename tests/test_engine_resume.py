@@ -10,7 +10,7 @@ import torch
 
 from filter_basis.engine import cli_main, run
 from image_classification import option
-from image_classification.main import TREE
+from image_classification.tree import TREE
 
 TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--data_test", "Synthetic",
         "--n_train", "32", "--n_test", "16", "--batch_size", "16", "--cpu", "--n_threads", "0",

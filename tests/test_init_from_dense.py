@@ -14,10 +14,10 @@ from filter_basis.errors import OptionError
 from filter_basis.layers import BasisConv2d
 from image_classification import model as cls_model
 from image_classification import option as cls_option
-from image_classification.main import TREE as CLS_TREE
+from image_classification.tree import TREE as CLS_TREE
 from super_resolution import model as sr_model
 from super_resolution import option as sr_option
-from super_resolution.main import TREE as SR_TREE
+from super_resolution.tree import TREE as SR_TREE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,10 +17,10 @@ from filter_basis.errors import OptionError
 from filter_basis.layers.basis_conv import BasisConv2d
 from image_classification import model as cls_model
 from image_classification import option as cls_option
-from image_classification.main import TREE as CLS_TREE
+from image_classification.tree import TREE as CLS_TREE
 from super_resolution import model as sr_model
 from super_resolution import option as sr_option
-from super_resolution.main import TREE as SR_TREE
+from super_resolution.tree import TREE as SR_TREE
 
 # One batch per epoch, so epoch 1's logged term is the term of the initial model.
 CLS = ["--data_train", "Synthetic", "--data_test", "Synthetic", "--n_train", "16", "--n_test", "16",

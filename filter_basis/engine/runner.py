@@ -32,7 +32,7 @@ HALF_WARNING = ("warning: --precision half trains float16 weights without a floa
 
 @dataclass(frozen=True)
 class Tree:
-    """What a task tree plugs into the engine (see each tree's main.py)."""
+    """What a task tree plugs into the engine (see each tree's tree.py)."""
 
     name: str
     parse_args: Callable[[Optional[list]], argparse.Namespace]

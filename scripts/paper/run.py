@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from filter_basis.engine import find_tree  # noqa: E402
 from filter_basis.engine.experiment import STATE_FILE  # noqa: E402
 from filter_basis.engine.options import COMMON_DEFAULTS  # noqa: E402
 from filter_basis.errors import OptionError, RunStopped, report_errors  # noqa: E402
@@ -550,7 +551,7 @@ def count(config: Config) -> dict:
     """Exact weight counts as the paper counts them, the model built on the meta device (no memory)."""
     import torch
 
-    tree = importlib.import_module(f"{config.tree}.main").TREE
+    tree = find_tree(config.tree)
     args = tree.parse_args(config.train)
     base = importlib.import_module("filter_basis.engine.summary").baseline_options(tree, args)
     with torch.device("meta"):
