@@ -10,6 +10,7 @@ from randomize import randomize
 from torch import nn
 
 from filter_basis import Basis, BasisConv2d
+from filter_basis.complexity import weight_params
 from filter_basis.layers import norm_act
 
 
@@ -233,11 +234,6 @@ def basis_layer_params(c_in, c_out, k, b, n, k2=1, bias=True):
 def test_parameter_count_formula(c_in, c_out, k, b, n, k2, bias):
     layer = BasisConv2d(c_in, c_out, k, b, n, kernel_size2=k2, bias=bias)
     assert sum(p.numel() for p in layer.parameters()) == basis_layer_params(c_in, c_out, k, b, n, k2, bias)
-
-
-def weight_params(module: nn.Module) -> int:
-    """The paper's count: parameters with more than one dimension, a shared tensor once."""
-    return sum(p.numel() for p in module.parameters() if p.dim() > 1)
 
 
 @pytest.mark.parametrize("features,basis_size,n_basis,share,block_weights,block_others", [

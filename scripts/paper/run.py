@@ -557,9 +557,7 @@ def count(config: Config) -> dict:
     with torch.device("meta"):
         model, baseline = tree.build_model(args), tree.build_model(base)
 
-    def weights(module) -> int:
-        return sum(p.numel() for p in module.parameters() if p.dim() > 1)  # a shared tensor once
-
+    weights = importlib.import_module("filter_basis.complexity").weight_params  # a shared tensor once
     if config.tree == "super_resolution":
         block = tree.summary_block(args)
         ours, whole = weights(model.get_submodule(block)), weights(baseline.get_submodule(block))
