@@ -10,7 +10,7 @@
 #   FINETUNE_ROWS="16,32,64" ...                                (rows that get the fine-tuning run)
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
 #   TABLE_ONLY=1 ...                      (only print the table of runs already made; trains nothing)
-# Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
+# Runs on the CPU; its time depends on the machine's load (docs/compressing.md gives measured times).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, py: the .venv (made once), or $PYTHON
 cd "$root"
@@ -60,6 +60,8 @@ $PY - "$OUT" $ROWS <<'PYEOF'
 import json, sys
 from pathlib import Path
 out, rows = Path(sys.argv[1]), sys.argv[2:]
+if not (out / "digits_dense" / "summary.json").is_file():
+    sys.exit(f"error: no dense run under {out} yet (digits_dense); run the script without TABLE_ONLY first")
 def last(folder, key="top1_error"):
     path = out / folder / "results.json"
     return json.loads(path.read_text())[-1]["metrics"][key] if path.is_file() else None
