@@ -1,6 +1,6 @@
 """``python -m filter_basis.collect DIR... [--out DIR]``: one table (Markdown, CSV) and one plot from runs.
 
-Each DIR is an experiment folder of DESIGN.md contract 3 (``args.json``, ``summary.json``,
+Each DIR is an experiment folder (docs/design.md#experiment-folder) (``args.json``, ``summary.json``,
 ``results.json``).  A row is one run, labelled by its ``--model`` and the options that tell it apart from
 the other runs of the same model; its columns are the weight parameters and compression as the paper
 counts them (classification: the whole network; super-resolution: one residual block), the metrics at

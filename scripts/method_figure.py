@@ -149,9 +149,9 @@ def draw(path: Path) -> dict:
     dense = IN * OUT * K * K
     ours = weight_params(layer)
     figure.text(0.5, 0.015, f"Every split of the input is convolved with the same {N_BASIS} basis filters "
-                f"(one convolution call); a 1x1 convolution mixes the {IN // BASIS_SIZE * N_BASIS} responses into "
-                f"the output. Weights: {ours} ({N_BASIS}x{BASIS_SIZE}x{K}x{K} basis + {OUT}x"
-                f"{IN // BASIS_SIZE * N_BASIS} projection) instead of the dense {OUT}x{IN}x{K}x{K} = {dense}.",
+                f"(one convolution call); a 1x1 convolution mixes the {responses.shape[0]} responses "
+                f"into the output. Weights: {ours} ({N_BASIS}x{BASIS_SIZE}x{K}x{K} basis + {OUT}x"
+                f"{responses.shape[0]} projection) instead of the dense {OUT}x{IN}x{K}x{K} = {dense}.",
                 fontsize=8.5, ha="center", wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=110))

@@ -1,4 +1,5 @@
-"""The experiment folder of DESIGN.md contract 3: what it holds and when an existing one may be touched.
+"""The experiment folder (docs/design.md#experiment-folder): what it holds and when an existing one may be
+touched.
 
 Only the main process writes.  Checks run on every process before anything is written, so a refused
 folder is left as it was.

@@ -61,7 +61,7 @@ def _betas(text):
 betas_pair = _checked("two numbers in [0, 1) such as 0.9,0.999", _betas, lambda v: all(0 <= b < 1 for b in v))
 
 # Defaults the two official trees agree on; TREE_OPTIONS are the shared options whose official default
-# differs between the trees, so each tree's option.py must give them (DESIGN.md contract 1).
+# differs between the trees, so each tree's option.py must give them (docs/design.md#command-lines).
 COMMON_DEFAULTS = {"n_threads": 6, "epochs": 300, "print_every": 100}
 TREE_OPTIONS = ("template", "optimizer", "resume", "test_every", "loss", "batch_size", "lr", "weight_decay",
                 "load", "pre_train_optim")

@@ -41,7 +41,8 @@ class Trainer(abc.ABC):
     """Train ``model`` on ``train_loader`` and evaluate it on every loader of ``test_loaders``."""
 
     higher_is_better = False  # direction of score(): False for errors, True for PSNR
-    loss_norm_lambda: float  # the tree's weight of the basis term of --loss_norm (architectures.md 5.7)
+    # the tree's weight of the basis term of --loss_norm (docs/official-code.md#loss_norm)
+    loss_norm_lambda: float
 
     def __init__(self, args: argparse.Namespace, model: nn.Module, loss: WeightedLoss, runtime: Runtime,
                  env: DistEnv, experiment: Experiment, train_loader, test_loaders: dict, *,
