@@ -1,7 +1,8 @@
 """Every documentation page and section that the repository names exists.
 
 Source files (``*.py``, ``*.sh``, ``*.md``, ``*.tsv``) cite ``docs/<page>.md`` and
-``docs/<page>.md#<section>``; Markdown pages link each other with relative links (``[training](training.md#resuming)``, ``(#defects)``).
+``docs/<page>.md#<section>``; Markdown pages link each other with relative links
+(``[training](training.md#resuming)``, ``(#defects)``).
 Each such page must exist, and each section anchor must be the GitHub-style slug of one of the page's
 headings, so that no comment points at a document a user does not have.
 """
