@@ -7,16 +7,13 @@ from randomize import randomize
 from torch import nn
 
 from filter_basis import SIC, FactorConv2d, GroupConv2d
+from filter_basis.complexity import weight_params
 from filter_basis.layers import norm_act
 
 
 def bn(x, module: nn.BatchNorm2d):
     return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
                         module.eps)
-
-
-def weight_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.dim() > 1)
 
 
 def all_params(module: nn.Module) -> int:
