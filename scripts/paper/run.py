@@ -90,7 +90,7 @@ VARIABLES = [
     ("EPOCHS", "", "epochs of every training run (empty: the recipe's, 300 or 400)"),
     ("ONLY", "", "comma list of configurations to run (empty: all of the script's)"),
     ("EXTRA", "", "options appended to every main.py line, e.g. '--n_train 8 --test_every 2' (smoke run)"),
-    ("PYTHON", ".venv/bin/python, else python3", "the interpreter the scripts run"),
+    ("PYTHON", ".venv (made by scripts/env.sh)", "an interpreter that has the requirements, used as it is"),
 ]
 
 
