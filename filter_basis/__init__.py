@@ -23,6 +23,7 @@ _EXPORTS = {
     "ConversionReport": "filter_basis.convert",
     "approximation_loss": "filter_basis.approx",
     "fuse": "filter_basis.deploy",
+    "fuse_with_report": "filter_basis.deploy",
     "FuseReport": "filter_basis.deploy",
     "summarize": "filter_basis.complexity",
     "Summary": "filter_basis.complexity",

@@ -1,4 +1,4 @@
-"""The approximation regulariser of the official ``--loss_norm`` option (architectures.md 5.7).
+"""The approximation regulariser of the official ``--loss_norm`` option (docs/official-code.md#loss_norm).
 
 While a basis model is trained from a pretrained dense one, its layers are pulled towards the dense
 filters they replace: for every basis layer ``l`` the filters its basis and projection compose,

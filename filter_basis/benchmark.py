@@ -1,8 +1,8 @@
 """Speed of BasisConv2d against the dense convolution it replaces and against the naive basis layer.
 
 ``python -m filter_basis.benchmark [--json FILE] [--device cpu|cuda] [--repeats N] [--shapes NAME,...]
-[--batch N] [--threads N] [--channels_last]``; with ``--train``, whole training steps of the paper's
-models instead (:mod:`filter_basis.train_benchmark`).
+[--batch N] [--threads N] [--channels_last]``.  Whole training steps of the paper's models are measured by
+``python scripts/benchmark_train.py``, which builds them through their trees (``docs/benchmarks.md``).
 
 For each of the paper's layer shapes it times the forward pass and the forward+backward pass of three
 layers with the same input and output: a dense ``nn.Conv2d`` (k x k), ``BasisConv2d``, and the naive
@@ -27,8 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import train_benchmark
-from .errors import OptionError, UserError
+from .errors import OptionError, report_errors
 from .layers import Basis, BasisConv2d
 
 VARIANTS = ("dense", "basis", "naive")
@@ -83,7 +82,7 @@ def build_layers(shape: LayerShape, device: torch.device,
     shared = Basis(shape.n_basis, shape.basis_width) if shape.basis_width else None
     layer = BasisConv2d(shape.in_channels, shape.out_channels, 3, shape.basis_size, shape.n_basis,
                         kernel_size2=shape.kernel_size2, basis=shared, name=shape.name)
-    layer.form = "decomposed"  # the layer benchmark characterises the basis kernels; --train runs 'auto'
+    layer.form = "decomposed"  # the layer benchmark characterises the basis kernels
     dense.to(device, memory_format=memory_format)
     layer.to(device, memory_format=memory_format)
     return {"dense": (dense, list(dense.parameters())),
@@ -220,11 +219,14 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     parser.add_argument("--channels_last", "--channels-last", dest="channels_last", action="store_true",
                         help="inputs, gradients and weights in channels_last (NHWC) memory format")
-    train_benchmark.add_options(parser)
+    parser.add_argument("--train", action="store_true", help=argparse.SUPPRESS)  # moved: see _check
     return parser.parse_args(argv)
 
 
 def _check(args: argparse.Namespace) -> tuple:
+    if args.train:
+        raise OptionError("--train: the training-step benchmark builds the models through their trees, so it "
+                          "is a script now: python scripts/benchmark_train.py (see docs/benchmarks.md)")
     names = [n for n in args.shapes.split(",") if n]
     unknown = [n for n in names if n not in SHAPES]
     if unknown or not names:
@@ -245,17 +247,13 @@ def _check(args: argparse.Namespace) -> tuple:
 
 def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
-    try:
-        shapes, device = _check(args)
-        if args.train:
-            train_benchmark.check(args)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    return report_errors(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    shapes, device = _check(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.train:
-        return _main_train(args, device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     records = []
     for shape in shapes:
@@ -271,36 +269,12 @@ def main(argv: Optional[list] = None) -> int:
                   "repeats": args.repeats, "shapes": records}
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return 0
 
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu, {torch.get_num_threads()} threads"
-
-
-def _main_train(args: argparse.Namespace, device: torch.device) -> int:
-    """``--train``: whole training steps of the paper's models and the input pipeline alone."""
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    layout = "channels_last" if args.channels_last else "NCHW"
-    result = {"device": _device_name(device), "torch": torch.__version__, "amp": args.amp,
-              "memory_format": layout, "compile": args.compile, "rounds": args.rounds, "steps": args.steps,
-              "step": "fused inference" if args.fused else "training"}
-    if args.models != "none":
-        result["training"] = train_benchmark.run_training(args, device, log)
-    if not args.no_pipeline:
-        result["pipeline"] = train_benchmark.run_pipeline(args, device, log)
-    print(f"device: {result['device']}; {layout}; amp {args.amp}; compile {args.compile}; torch "
-          f"{torch.__version__}; {args.rounds} interleaved rounds of {args.steps} {result['step']} steps per "
-          "model; samples/s are medians over rounds; data % = share of step time spent getting the batch")
-    print(train_benchmark.format_table(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
 
 
 if __name__ == "__main__":

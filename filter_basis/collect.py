@@ -1,6 +1,6 @@
 """``python -m filter_basis.collect DIR... [--out DIR]``: one table (Markdown, CSV) and one plot from runs.
 
-Each DIR is an experiment folder of DESIGN.md contract 3 (``args.json``, ``summary.json``,
+Each DIR is an experiment folder (docs/design.md#experiment-folder) (``args.json``, ``summary.json``,
 ``results.json``).  A row is one run, labelled by its ``--model`` and the options that tell it apart from
 the other runs of the same model; its columns are the weight parameters and compression as the paper
 counts them (classification: the whole network; super-resolution: one residual block), the metrics at
@@ -29,7 +29,7 @@ from typing import Mapping, Optional, Sequence
 
 from .engine.checkpoint import write_atomic, write_text_atomic
 from .engine.meters import flatten
-from .errors import UserError
+from .errors import UserError, report_errors
 
 CLASSIFICATION = "classification"
 SUPER_RESOLUTION = "super_resolution"
@@ -417,16 +417,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "scripts/paper/configs.tsv: adds 'paper' and 'diff' columns")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     args = parser.parse_args(argv)
-    try:
-        paper = read_paper(args.paper) if args.paper else None
-        tables = collect(args.folders, args.out, args.name, paper=paper)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    return report_errors(lambda: _tabulate(args))
+
+
+def _tabulate(args: argparse.Namespace) -> None:
+    paper = read_paper(args.paper) if args.paper else None
+    tables = collect(args.folders, args.out, args.name, paper=paper)
     if not args.quiet:
         for task, table in tables.items():
             print(f"\n{task}\n\n{to_markdown(table)}")
-    return 0
 
 
 if __name__ == "__main__":

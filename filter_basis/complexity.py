@@ -245,6 +245,12 @@ def _count_flops(model: nn.Module, input_size: tuple):
     return dict(own), dict(inclusive), counter.get_total_flops()
 
 
+def weight_params(module: nn.Module) -> int:
+    """The paper's count: parameters with more than one dimension (conv and linear weights), a tensor
+    shared by several layers counted once.  The one definition every report, tool and test uses."""
+    return _numel(list(module.parameters()), weights_only=True)
+
+
 # ------------------------------------------------------------------------------------------- helpers
 def _numel(params: list, weights_only: bool = False) -> int:
     return sum(p.numel() for p in params if not weights_only or p.dim() > 1)

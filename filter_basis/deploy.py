@@ -45,7 +45,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -133,8 +133,18 @@ class FuseReport:
 
 # --------------------------------------------------------------------------------------------- fuse
 def fuse(model: nn.Module, input_size: Optional[Sequence[int]] = None, *, merge: bool = True,
-         unshare_bases: bool = False, report: bool = False) -> Union[nn.Module, tuple]:
+         unshare_bases: bool = False) -> nn.Module:
     """An eval-mode copy of ``model`` with BatchNorm folded and basis layers in their cheaper form.
+
+    The arguments are those of :func:`fuse_with_report`, which also returns what was done.
+    """
+    return fuse_with_report(model, input_size, merge=merge, unshare_bases=unshare_bases)[0]
+
+
+def fuse_with_report(model: nn.Module, input_size: Optional[Sequence[int]] = None, *, merge: bool = True,
+                     unshare_bases: bool = False) -> tuple:
+    """:func:`fuse`, and a :class:`FuseReport` of what was folded, merged and kept (with FLOPs when
+    ``input_size`` is given): ``fused, report = fuse_with_report(model, (3, 32, 32))``.
 
     Args:
         model: a model in eval mode (its BatchNorm running statistics are what gets folded); it is not
@@ -145,11 +155,10 @@ def fuse(model: nn.Module, input_size: Optional[Sequence[int]] = None, *, merge:
             keeps every basis layer decomposed (fewest parameters: the compressed model's own count).
         unshare_bases: fold a BN after a one-split basis convolution even when the basis is shared, by
             giving that layer its own copy of the basis (fewer operations, more parameters).
-        report: also return a :class:`FuseReport` (what was folded, merged, kept; FLOPs).
 
     Returns:
-        The fused copy, or ``(fused, report)`` with ``report=True``.  Its outputs equal the original's
-        eval outputs up to float rounding.
+        ``(fused, report)``: the fused copy, whose outputs equal the original's eval outputs up to float
+        rounding, and the :class:`FuseReport`.
     """
     training = [name or "(model)" for name, module in model.named_modules() if module.training]
     if training:
@@ -170,7 +179,7 @@ def fuse(model: nn.Module, input_size: Optional[Sequence[int]] = None, *, merge:
     if input_size is not None:
         result.flops_before = summarize(model, input_size).flops
         result.flops_after = summarize(fused, input_size).flops
-    return (fused, result) if report else fused
+    return fused, result
 
 
 def _count_params(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""Errors that reach the user as one line on standard error and exit status 2 (DESIGN.md contract 4)."""
+"""Errors that reach the user as one line on standard error and exit status 2 (docs/design.md#errors)."""
 
 import sys
 from typing import Callable

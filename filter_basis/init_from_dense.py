@@ -260,11 +260,6 @@ def filter_costs(model: nn.Module, groups: Sequence[BasisGroup]) -> List[int]:
     return costs
 
 
-def weight_params(model: nn.Module) -> int:
-    """Parameters with more than one dimension, a shared tensor counted once."""
-    return sum(p.numel() for p in model.parameters() if p.dim() > 1)
-
-
 def choose_counts(groups: Sequence[BasisGroup], costs: Sequence[int], budget: int) -> List[int]:
     """Filters per basis, at least one each, spending at most ``budget`` weight parameters on filters,
     taken greedily by squared singular value per parameter over all bases together.

@@ -10,12 +10,14 @@ import argparse
 from typing import Optional, Sequence
 
 from filter_basis.engine import options as engine_options
+from filter_basis.engine.optim import Schedule
 from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
 
 from . import template
 
 # The option naming the weights to load (the official trees named it differently).
 PRETRAINED_OPTION = "pretrained"
+SCHEDULE = Schedule.from_decay  # --decay step-150-225 (warm: the --linear warm-up), --gamma
 
 # Official classification defaults of the shared options whose defaults differ between the trees.
 TREE_DEFAULTS = {
@@ -129,6 +131,7 @@ def _validate(args: argparse.Namespace) -> None:
     engine_options.check_tree_names(args, models=MODELS, train_sets=DATASETS, test_sets=DATASETS,
                                     loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION,
                                     pretrained_keywords=(torchvision_weights.DOWNLOAD,))
+    SCHEDULE(args)
     if args.pretrained == torchvision_weights.DOWNLOAD and not args.summary:
         torchvision_weights.weights(args)  # a model without torchvision weights fails here, not later
 

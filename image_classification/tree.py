@@ -20,6 +20,7 @@ TREE = Tree(
     test_batch_size=trainer.test_batch_size,
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
+    schedule=option.SCHEDULE,
     device_loader=data.device_loader,
     resume_may_change=option.RESUME_MAY_CHANGE,
     basis_count_options=model.basis_count_options,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compressing a trained network on Digits (README, "Compressing a trained network"): a dense ResNet-20
+# Compressing a trained network on Digits (docs/compressing.md): a dense ResNet-20
 # trained for 10 epochs, then ResNet_Basis --k_size2 1 started from it (--basis_init) at several numbers
 # of basis filters: test error before fine-tuning (BatchNorm statistics of the dense model, and
 # re-estimated on 10 training batches), after 3 fine-tuning epochs, and of the same model trained from
@@ -9,11 +9,12 @@
 #   ROWS="16,32,64 target0.3" scripts/digits_basis_init.sh     (the rows: n_basis1,2,3 or targetR)
 #   FINETUNE_ROWS="16,32,64" ...                                (rows that get the fine-tuning run)
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
-#   TABLE_ONLY=1 ...                                    (only print the table of runs already made)
-# Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
+#   TABLE_ONLY=1 ...                      (only print the table of runs already made; trains nothing)
+# Runs on the CPU; its time depends on the machine's load (docs/compressing.md gives measured times).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, py: the .venv (made once), or $PYTHON
+cd "$root"
+PY=$py
 OUT=${1:-experiment}
 ROWS=${ROWS:-"144,288,576 24,48,96 16,32,64 target0.3 8,16,32 4,8,16"}
 FINETUNE_ROWS=${FINETUNE_ROWS:-"24,48,96 16,32,64 target0.3"}
@@ -22,7 +23,7 @@ COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --
 BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1)
 THREE=(--epochs 3 --decay step-2)  # two epochs at --lr, the last at --lr / 10
 
-[ -f "$OUT/digits_dense/model/model_latest.pt" ] ||
+[ -n "${TABLE_ONLY:-}" ] || [ -f "$OUT/digits_dense/model/model_latest.pt" ] ||
     $PY image_classification/main.py "${COMMON[@]}" --model ResNet --epochs 10 --decay step-6-9 \
         --save digits_dense --reset
 DENSE="$OUT/digits_dense/model/model_latest.pt"
@@ -59,6 +60,8 @@ $PY - "$OUT" $ROWS <<'PYEOF'
 import json, sys
 from pathlib import Path
 out, rows = Path(sys.argv[1]), sys.argv[2:]
+if not (out / "digits_dense" / "summary.json").is_file():
+    sys.exit(f"error: no dense run under {out} yet (digits_dense); run the script without TABLE_ONLY first")
 def last(folder, key="top1_error"):
     path = out / folder / "results.json"
     return json.loads(path.read_text())[-1]["metrics"][key] if path.is_file() else None

@@ -47,13 +47,13 @@ timeout 30 "$py" -m filter_basis.benchmark --device cuda --json "$out/benchmark_
     | tee "$out/benchmark_cuda.txt" || status=1
 
 echo "== CUDA training-step benchmark (bf16 autocast, channels_last; data share of the step time)"
-timeout 70 "$py" -m filter_basis.benchmark --train --device cuda --amp bf16 --channels_last \
+timeout 70 "$py" scripts/benchmark_train.py --device cuda --amp bf16 --channels_last \
     --models resnet56,resnet56-basis,resnet56-basis-decomposed,srresnet,srresnet-basis-32-32 \
     --rounds 5 --steps 10 --warmup 3 --pipeline_batches 200 --workers 4 \
     --json "$out/train_bench_cuda.json" 2>&1 | tee "$out/train_bench_cuda.txt" || status=1
 
 echo "== CUDA training-step benchmark with torch.compile (ResNet-56 Basis)"
-timeout 60 "$py" -m filter_basis.benchmark --train --device cuda --amp bf16 --channels_last --compile \
+timeout 60 "$py" scripts/benchmark_train.py --device cuda --amp bf16 --channels_last --compile \
     --models resnet56-basis --rounds 3 --steps 10 --warmup 3 --no_pipeline \
     --json "$out/train_bench_compile_cuda.json" 2>&1 | tee "$out/train_bench_compile_cuda.txt" || status=1
 

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from filter_basis.engine.checkpoint import write_atomic  # noqa: E402
+from filter_basis.errors import DataError, report_errors  # noqa: E402
 
 
 def hr_path(dir_data: Path, set_name: str, image: str) -> Path:
@@ -116,14 +117,15 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", type=int, default=96)
     args = parser.parse_args(argv)
     outputs = dict(item.split("=", 1) for item in args.outputs)
-    try:
-        psnr = comparison_figure(args.dir_data, outputs, args.out, scale=args.scale, set_name=args.set_name,
-                                 image=args.image, crop=args.crop)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(" ".join(f"{label} {value:.2f} dB" for label, value in psnr.items()))
-    return 0
+
+    def draw() -> None:
+        try:
+            psnr = comparison_figure(args.dir_data, outputs, args.out, scale=args.scale,
+                                     set_name=args.set_name, image=args.image, crop=args.crop)
+        except FileNotFoundError as error:
+            raise DataError(str(error)) from None
+        print(" ".join(f"{label} {value:.2f} dB" for label, value in psnr.items()))
+    return report_errors(draw)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Test-time forward passes: memory-bounded tiling (--chop) and the x8 self-ensemble (architectures.md 5.5).
+"""Test-time forward passes: memory-bounded tiling (--chop) and the x8 self-ensemble
+(docs/official-code.md#sr-evaluation).
 
 Both take ``forward``, any function from an LR batch to its SR batch, so they compose:
 ``self_ensemble(lambda x: forward_chop(model, x, scale), lr)``.

@@ -1,4 +1,4 @@
-"""SR quality metrics with the conventions the published numbers use (reference/README.md, 5.5).
+"""SR quality metrics with the conventions the published numbers use (docs/official-code.md#sr-evaluation).
 
 PSNR follows the official code (luminance of the difference on benchmarks, RGB on DIV2K); SSIM, which
 the official code did not compute, follows the usual SR convention through scikit-image.

@@ -10,6 +10,7 @@ import argparse
 from typing import Optional, Sequence
 
 from filter_basis.engine import options as engine_options
+from filter_basis.engine.optim import Schedule
 from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
 from filter_basis.errors import OptionError
 
@@ -17,6 +18,7 @@ from . import template
 
 # The option naming the weights to load (the official trees named it differently).
 PRETRAINED_OPTION = "pre_train"
+SCHEDULE = Schedule.from_decay_type  # --decay_type step --lr_decay 200, or step_A_B; --gamma
 
 class DefaultCount(int):
     """An int option default that remembers it was not given: ``--n_train`` left out means DIV2K's 800
@@ -126,6 +128,7 @@ def _validate(args: argparse.Namespace) -> None:
 
     engine_options.check_tree_names(args, models=MODELS, train_sets=TRAIN_SETS, test_sets=TEST_SETS,
                                     loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
+    SCHEDULE(args)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

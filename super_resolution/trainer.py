@@ -1,7 +1,7 @@
 """The SR hooks of the shared training loop: L1/MSE on patches, PSNR/SSIM on whole test images.
 
-Metrics are keyed ``"<set>_x<scale>"`` with ``psnr`` and ``ssim`` inside (DESIGN.md contract 3); the best
-model is the one with the highest PSNR on the first ``--data_test`` set.  Test images go through the
+Metrics are keyed ``"<set>_x<scale>"`` with ``psnr`` and ``ssim`` inside (docs/design.md#experiment-folder);
+the best model is the one with the highest PSNR on the first ``--data_test`` set.  Test images go through the
 network one at a time, tiled with ``--chop`` and averaged over flips with ``--self_ensemble``, then
 quantised to 8 bits before any metric, as the published numbers were measured.
 """

@@ -21,6 +21,8 @@ TREE = Tree(
     test_batch_size=lambda args: 1,
     loss_types=loss.LOSS_TYPES,
     trainer_class=trainer.Trainer,
+    schedule=option.SCHEDULE,
+    log_model=lambda args: args.print_model,
     resume_may_change=option.RESUME_MAY_CHANGE,
     basis_count_options=model.basis_count_options,
 )

@@ -1,4 +1,4 @@
-"""approximation_loss: the official loss_norm regulariser (architectures.md 5.7)."""
+"""approximation_loss: the official loss_norm regulariser (docs/official-code.md#loss_norm)."""
 
 import copy
 
@@ -24,7 +24,8 @@ def converted(n_basis: int):
 
 
 def official_formula(model, reference_weights, weight, basis_weight):
-    """Written out from architectures.md 5.7, with an explicit loop over outputs and splits."""
+    """Written out from docs/official-code.md#loss_norm, with an explicit loop over outputs and
+    splits."""
     diff, norm = 0.0, 0.0
     for path, w_ref in reference_weights.items():
         layer = model.get_submodule(path)

@@ -10,6 +10,7 @@ from randomize import randomize
 from torch import nn
 
 from filter_basis import Basis, BasisConv2d
+from filter_basis.complexity import weight_params
 from filter_basis.layers import norm_act
 
 
@@ -235,11 +236,6 @@ def test_parameter_count_formula(c_in, c_out, k, b, n, k2, bias):
     assert sum(p.numel() for p in layer.parameters()) == basis_layer_params(c_in, c_out, k, b, n, k2, bias)
 
 
-def weight_params(module: nn.Module) -> int:
-    """The paper's count: parameters with more than one dimension, a shared tensor once."""
-    return sum(p.numel() for p in module.parameters() if p.dim() > 1)
-
-
 @pytest.mark.parametrize("features,basis_size,n_basis,share,block_weights,block_others", [
     (128, 128, 27, False, 69_120, 2 * (27 + 128)),
     (128, 128, 40, False, 102_400, 2 * (40 + 128)),
@@ -247,7 +243,7 @@ def weight_params(module: nn.Module) -> int:
     (256, 256, 32, True, 90_112, 576),
 ])
 def test_official_edsr_basis_block_counts(features, basis_size, n_basis, share, block_weights, block_others):
-    """architectures.md 3.5: block weights 2 x (N*B*9 + F*N), or N*B*9 + 2*F*N with one shared basis."""
+    """docs/official-code.md#edsr: block weights 2 x (N*B*9 + F*N), or N*B*9 + 2*F*N with one shared basis."""
     with torch.device("meta"):
         basis = Basis(n_basis, basis_size, 3) if share else None
         block = nn.Sequential(*(BasisConv2d(features, features, 3, basis_size, n_basis, basis=basis)
@@ -257,7 +253,7 @@ def test_official_edsr_basis_block_counts(features, basis_size, n_basis, share, 
 
 
 def test_official_vgg16_basis_decomposed_layer_counts():
-    """architectures.md 4.2: VGG16_Basis (B 128, N 128) decomposed-layer weights."""
+    """docs/official-code.md#parameter-counts: VGG16_Basis (B 128, N 128) decomposed-layer weights."""
     expected = {(128, 128): 163_840, (128, 256): 180_224, (256, 256): 212_992, (256, 512): 278_528,
                 (512, 512): 409_600}
     with torch.device("meta"):
@@ -270,7 +266,8 @@ def test_official_vgg16_basis_decomposed_layer_counts():
 
 
 def test_official_densenet40_basis_counts():
-    """architectures.md 4.2: one 36 x 444 x 9 basis; 36 projections of 12 x 36 x 9; 120 others per layer."""
+    """docs/official-code.md#parameter-counts: one 36 x 444 x 9 basis; 36 projections of 12 x 36 x 9;
+    120 others per layer."""
     with torch.device("meta"):
         basis = Basis(36, 444, 3)
         widths = [24 + 12 * i for i in range(12)] + [168 + 12 * i for i in range(12)] + \
@@ -282,7 +279,8 @@ def test_official_densenet40_basis_counts():
 
 
 def test_official_resnet56_basis_stage_counts():
-    """architectures.md 4.2: ResNet56_Basis stage 2 (first conv on basis1) weights and other params."""
+    """docs/official-code.md#parameter-counts: ResNet56_Basis stage 2 (first conv on basis1) weights and
+    other params."""
     with torch.device("meta"):
         basis1, basis2 = Basis(24, 16, 3), Basis(48, 32, 3)
         convs = [BasisConv2d(16, 32, 3, 16, 24, stride=2, basis=basis1)]

@@ -1,7 +1,10 @@
 """The speed benchmark: runs end to end, writes its JSON, and its naive reference is the same layer."""
 
 import argparse
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,18 +82,37 @@ def test_runs_on_cuda(tmp_path, layout):
     assert all(record["naive_max_abs_diff"] < 1e-3 for record in data["shapes"])
 
 
-def test_train_benchmark_runs_whole_steps_and_writes_json(tmp_path, capsys):
+def _benchmark_train():
+    """scripts/benchmark_train.py as a module (a script, not part of the library)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_train.py"
+    spec = importlib.util.spec_from_file_location("benchmark_train", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_layer_benchmark_says_where_the_training_benchmark_went(capsys):
+    assert main(["--train"]) == 2
+    err = capsys.readouterr().err
+    assert "scripts/benchmark_train.py" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_benchmark_runs_whole_steps_and_writes_json(tmp_path, capsys, one_thread):
+    bench = _benchmark_train()
     path = tmp_path / "train.json"
-    argv = ["--train", "--models", "resnet56,resnet56-basis,resnet56-basis-decomposed", "--batch", "2",
+    argv = ["--models", "resnet56,resnet56-basis,resnet56-basis-decomposed", "--batch", "2",
             "--rounds", "2", "--steps", "1", "--warmup", "0", "--pipeline_batches", "2",
             "--pipeline_rounds", "1", "--workers", "1", "--channels_last", "--json", str(path)]
-    assert main(argv) == 0
+    assert bench.main(argv) == 0
     data = json.loads(path.read_text())
     assert data["memory_format"] == "channels_last" and data["amp"] == "none" and not data["compile"]
     models = data["training"]["models"]
     assert list(models) == ["resnet56", "resnet56-basis", "resnet56-basis-decomposed"]
     assert all(len(m["per_round"]) == 2 and m["samples_per_s"] > 0 and m["batch"] == 2
                for m in models.values())
+    # the optimiser main.py builds for these options (the classification tree's defaults), not a fixed one
+    assert all((m["optimizer"], m["lr"], m["loss"]) == ("SGD", 0.1, "1*CE") for m in models.values())
     ratios = {"resnet56-basis/resnet56", "resnet56-basis-decomposed/resnet56",
               "resnet56-basis/resnet56-basis-decomposed"}
     assert set(data["training"]["ratios"]) == ratios
@@ -99,23 +121,28 @@ def test_train_benchmark_runs_whole_steps_and_writes_json(tmp_path, capsys):
     assert "resnet56-basis-decomposed" in out and "input pipeline at batch 128" in out
 
 
-def test_train_benchmark_steps_change_the_weights():
-    from filter_basis import train_benchmark
-
-    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="bf16", fused=False)
-    for name in ("resnet56-basis", "srresnet-basis-32-32"):
-        runner = train_benchmark.Runner(train_benchmark.MODELS[name], opts, torch.device("cpu"))
+def test_train_benchmark_steps_are_the_trees_training_steps(one_thread):
+    """A step is the tree's Trainer step: its optimiser (SGD 0.1 / Adam 1e-4 as main.py), its loss, autocast,
+    and it changes the weights."""
+    bench = _benchmark_train()
+    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="bf16", fused=False,
+                              device="cpu")
+    for name, optimizer, lr in (("resnet56-basis", torch.optim.SGD, 0.1),
+                                ("srresnet-basis-32-32", torch.optim.Adam, 1e-4)):
+        runner = bench.Runner(bench.MODELS[name], opts)
+        assert isinstance(runner.optimizer, optimizer) and runner.optimizer.param_groups[0]["lr"] == lr
+        assert runner.runtime.amp_dtype == torch.bfloat16
         before = [p.detach().clone() for p in runner.model.parameters()]
         runner.step()
         assert any(not torch.equal(a, b) for a, b in zip(before, runner.model.parameters()))
 
 
-def test_fused_benchmark_runs_forward_passes_of_the_deployed_model():
+def test_fused_benchmark_runs_forward_passes_of_the_deployed_model(one_thread):
     """--fused: the fuse()d model (BatchNorm folded, eval mode) is timed; a step changes no weight."""
-    from filter_basis import train_benchmark
-
-    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="none", fused=True)
-    runner = train_benchmark.Runner(train_benchmark.MODELS["resnet56-basis"], opts, torch.device("cpu"))
+    bench = _benchmark_train()
+    opts = argparse.Namespace(batch=2, channels_last=False, compile=False, amp="none", fused=True,
+                              device="cpu")
+    runner = bench.Runner(bench.MODELS["resnet56-basis"], opts)
     assert not runner.model.training
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner.model.modules())
     before = [p.detach().clone() for p in runner.model.parameters()]
@@ -124,17 +151,17 @@ def test_fused_benchmark_runs_forward_passes_of_the_deployed_model():
 
 
 def test_train_benchmark_models_are_the_paper_configurations():
-    from filter_basis import train_benchmark
-
-    args = train_benchmark.parse_options(train_benchmark.MODELS["resnet56-basis"], None)
-    model = train_benchmark.build(train_benchmark.MODELS["resnet56-basis"], args)
+    bench = _benchmark_train()
+    opts = argparse.Namespace(batch=None, device="cpu", amp="none")
+    args = bench.parse_options(bench.MODELS["resnet56-basis"], opts)
+    model = bench.build(bench.MODELS["resnet56-basis"], args)
     # the weight parameters --summary reports for the official train_resnet.sh command
     assert sum(p.numel() for p in model.parameters() if p.dim() > 1) == 194_992
-    decomposed = train_benchmark.parse_options(train_benchmark.MODELS["resnet56-basis-decomposed"], None)
+    decomposed = bench.parse_options(bench.MODELS["resnet56-basis-decomposed"], opts)
     assert decomposed.basis_form == "decomposed" and args.basis_form == "auto" and args.batch_size == 64
 
 
 def test_train_benchmark_unknown_model_is_a_one_line_error(capsys):
-    assert main(["--train", "--models", "resnet56,alexnet"]) == 2
+    assert _benchmark_train().main(["--models", "resnet56,alexnet"]) == 2
     err = capsys.readouterr().err
     assert "alexnet" in err and "edsr8-128" in err and len(err.strip().splitlines()) == 1

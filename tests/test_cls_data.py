@@ -15,7 +15,7 @@ from image_classification.data import build_test_sets, build_train_set, num_clas
 from image_classification.data.transforms import cifar_transform
 from image_classification.loss import LOSS_TYPES
 
-# Reference facts (architectures.md 5.1), in 8-bit pixel units.
+# Reference facts (docs/official-code.md#classification-data-and-training), in 8-bit pixel units.
 MEAN_255 = (125.3, 123.0, 113.9)
 STD_255 = (63.0, 62.1, 66.7)
 

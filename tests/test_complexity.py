@@ -181,3 +181,14 @@ def test_shared_basis_survives_counting():
     for key, value in before.items():
         assert not after[key].is_meta, key
         assert torch.equal(after[key], value), key
+
+
+def test_weight_params_counts_tensors_of_more_than_one_dimension_and_a_shared_one_once():
+    from filter_basis.complexity import weight_params
+
+    shared = Basis(n_basis=4, width=8, kernel_size=3)
+    model = torch.nn.Sequential(BasisConv2d(8, 8, 3, 8, None, basis=shared),
+                                BasisConv2d(8, 8, 3, 8, None, basis=shared), torch.nn.BatchNorm2d(8))
+    # one 4 x 8 x 3 x 3 basis, two 8 x 4 x 1 x 1 projections; biases and BatchNorm are not weights
+    assert weight_params(model) == 4 * 8 * 9 + 2 * 8 * 4
+    assert weight_params(model) == summarize(model, (8, 6, 6)).weight_params

@@ -12,7 +12,7 @@ def lrs_per_epoch(args, epochs):
     """The learning rate each 1-based epoch trains with (the scheduler steps after each evaluation)."""
     model = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(args, model.parameters())
-    scheduler = build_scheduler(optimizer, args)
+    scheduler = build_scheduler(optimizer, Schedule.from_decay(args))
     lrs = []
     for _ in range(epochs):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -42,10 +42,10 @@ def test_warm_up_goes_linearly_towards_the_scaled_rate():
 
 def test_sr_step_decay_every_lr_decay_epochs_and_milestones():
     sr = argparse.Namespace(decay_type="step", lr_decay=200, gamma=0.1)
-    assert [Schedule.from_args(sr).factor(t) for t in (0, 199, 200, 399, 400)] == \
+    assert [Schedule.from_decay_type(sr).factor(t) for t in (0, 199, 200, 399, 400)] == \
         pytest.approx([1, 1, 0.1, 0.1, 0.01])
     multi = argparse.Namespace(decay_type="step_3_5", lr_decay=200, gamma=0.5)
-    factors = [Schedule.from_args(multi).factor(t) for t in range(7)]
+    factors = [Schedule.from_decay_type(multi).factor(t) for t in range(7)]
     assert factors == pytest.approx([1, 1, 1, .5, .5, .25, .25])
 
 
@@ -61,3 +61,18 @@ def test_optimizer_factory_uses_official_hyperparameters():
     adam = build_optimizer(classification_args(optimizer="ADAM", betas=(0.5, 0.9)), params)
     assert adam.defaults["betas"] == (0.5, 0.9)
     assert isinstance(build_optimizer(classification_args(optimizer="RMSprop"), params), torch.optim.RMSprop)
+
+
+def test_each_tree_reads_its_own_schedule_options():
+    """The engine asks the tree (``Tree.schedule``), it does not guess the tree from the option names:
+    an SR namespace that also carried a --decay would still be read through --decay_type/--lr_decay."""
+    from image_classification.tree import TREE as CLS
+    from super_resolution.tree import TREE as SR
+
+    cls = CLS.parse_args(["--decay", "step-2-4", "--gamma", "0.5"])
+    assert CLS.schedule(cls) == Schedule(milestones=(2, 4), gamma=0.5)
+    sr = SR.parse_args(["--lr_decay", "3", "--gamma", "0.5"])
+    sr.decay = "step-1"  # a stray classification-style option is not what the SR tree reads
+    assert SR.schedule(sr) == Schedule(every=3, gamma=0.5)
+    with pytest.raises(Exception, match="--decay_type 'step-1'"):
+        SR.parse_args(["--decay_type", "step-1"])

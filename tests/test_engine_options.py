@@ -18,7 +18,7 @@ PARSERS = {"image_classification": cls_option, "super_resolution": sr_option}
 
 
 def official_options(reference_dir, tree):
-    """Option names of the official option.py of ``tree`` (reference/official_options.txt)."""
+    """Option names of the official option.py of ``tree`` (tests/data/official/official_options.txt)."""
     names, current = [], None
     for line in (reference_dir / "official_options.txt").read_text().splitlines():
         if line.startswith("# "):

@@ -7,16 +7,13 @@ from randomize import randomize
 from torch import nn
 
 from filter_basis import SIC, FactorConv2d, GroupConv2d
+from filter_basis.complexity import weight_params
 from filter_basis.layers import norm_act
 
 
 def bn(x, module: nn.BatchNorm2d):
     return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0,
                         module.eps)
-
-
-def weight_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.dim() > 1)
 
 
 def all_params(module: nn.Module) -> int:
@@ -95,7 +92,7 @@ def test_official_sr_sic_counts():
 
 
 def test_official_resnet56_factor_counts():
-    """architectures.md 2.7: FactorConv weights 2 x 400 (16), 400 + 656 (16->32, s2), 2,624 (32),
+    """docs/official-code.md#resnet: FactorConv weights 2 x 400 (16), 400 + 656 (16->32, s2), 2,624 (32),
     1,312 + 2,336 (32->64, s2), 9,344 (64); no biases, no BN inside."""
     with torch.device("meta"):
         cases = [(16, 16, 1, 2 * 400), (16, 32, 2, 400 + 656), (32, 32, 1, 2_624), (32, 64, 2, 1_312 + 2_336),
@@ -106,7 +103,7 @@ def test_official_resnet56_factor_counts():
 
 
 def test_official_vgg16_factor_counts():
-    """architectures.md 2.3: decomposed VGG_Factor layers (biases on, BN after dw and 1x1)."""
+    """docs/official-code.md#vgg: decomposed VGG_Factor layers (biases on, BN after dw and 1x1)."""
     with torch.device("meta"):
         for c_in, c_out, weights in [(128, 128, 35_072), (128, 256, 51_456), (256, 256, 135_680),
                                      (256, 512, 201_216), (512, 512, 533_504)]:
@@ -117,7 +114,8 @@ def test_official_vgg16_factor_counts():
 
 
 def test_official_densenet40_factor_counts():
-    """architectures.md 2.11: dense layer 21C + 252 weights (SIC_a C -> 12, SIC_b 12 -> 12), BN after dw."""
+    """docs/official-code.md#densenet: dense layer 21C + 252 weights (SIC_a C -> 12, SIC_b 12 -> 12), BN
+    after dw."""
     with torch.device("meta"):
         for c in (24, 168, 444):
             factor = FactorConv2d(c, 12, bias=False, dw_norm=True, widen="first")
@@ -143,7 +141,8 @@ def test_group_conv_matches_written_out_reference(groups, grouped_out, stride, w
 
 
 def test_official_group_counts():
-    """architectures.md 2.4, 2.8, 2.12: VGG_Group (gs 64), ResNet_Group (gs 4 / 8), DenseNet_Group."""
+    """docs/official-code.md (VGG, ResNet, DenseNet): VGG_Group (gs 64), ResNet_Group (gs 4 / 8),
+    DenseNet_Group."""
     with torch.device("meta"):
         for c_in, c_out, groups, weights in [(128, 128, 2, 90_112), (128, 256, 2, 106_496),
                                              (256, 256, 4, 212_992), (256, 512, 4, 278_528),

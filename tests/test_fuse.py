@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from filter_basis import fuse
+from filter_basis import fuse, fuse_with_report
 from filter_basis.deploy import FuseReport
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d, forced_form, norm_act
 
@@ -55,7 +55,7 @@ def _flops(model: nn.Module, x: torch.Tensor) -> int:
 def mixed():
     model = _mixed_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    fused, report = fuse(model, report=True)
+    fused, report = fuse_with_report(model)
     return model, state, fused, report
 
 
@@ -107,7 +107,7 @@ def test_linear_layers_take_their_cheaper_form(mixed):
 
 def test_merge_false_keeps_every_basis_layer_decomposed():
     model = _mixed_model()
-    fused, report = fuse(model, merge=False, report=True)
+    fused, report = fuse_with_report(model, merge=False)
     assert isinstance(fused[6], BasisConv2d) and report.merged == []
     assert [layer.reason for layer in report.layers if layer.name == "6"] == ["merge=False"]
     x = torch.randn(2, *INPUT)
@@ -117,7 +117,7 @@ def test_merge_false_keeps_every_basis_layer_decomposed():
 def test_fused_flops_never_higher_and_reported():
     model = _mixed_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    fused, report = fuse(model, INPUT, report=True)
+    fused, report = fuse_with_report(model, INPUT)
     x = torch.randn(1, *INPUT)
     before, after = _flops(model, x), _flops(fused, x)
     assert after < before  # layer 6 merged
@@ -148,7 +148,7 @@ def test_norm_after_one_split_basis_folds_into_the_basis(unshare):
         BasisConv2d(8, 8, 3, 8, 6, basis=shared, mid=norm_act()),  # shared basis
         BasisConv2d(8, 8, 3, 8, 6, basis=shared),
     ))
-    fused, report = fuse(model, unshare_bases=unshare, report=True)
+    fused, report = fuse_with_report(model, unshare_bases=unshare)
     folded = [(f.norm, f.into) for f in report.folded]
     bn_params = 2 * 6
     if unshare:
@@ -169,7 +169,7 @@ def test_layer_with_post_activation_merges_into_conv_then_activation():
     layer = BasisConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1, bias=False), 8, 72)
     layer.post = nn.Sequential(nn.BatchNorm2d(8), nn.ReLU())
     model = _trained_norms(nn.Sequential(layer))
-    fused, report = fuse(model, report=True)
+    fused, report = fuse_with_report(model)
     assert [type(m) for m in fused[0]] == [nn.Conv2d, nn.Sequential]
     assert [type(m) for m in fused[0][1]] == [nn.Identity, nn.ReLU]
     assert report.merged == ["0"] and [f.into for f in report.folded] == ["0.projection"]
@@ -181,7 +181,7 @@ def test_root_basis_layer_becomes_a_conv():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, stride=2, padding=1)
     layer = BasisConv2d.from_conv(conv, 2, 18).eval()
-    fused, report = fuse(layer, report=True)
+    fused, report = fuse_with_report(layer)
     assert type(fused) is nn.Conv2d and fused.stride == (2, 2)
     assert report.merged == [""] and report.notes == []
     x = torch.randn(1, 4, 7, 7)
@@ -219,7 +219,7 @@ class _Untraceable(nn.Module):
 def test_attribute_pairs_folded_through_the_graph():
     torch.manual_seed(0)
     model = _trained_norms(_AttributeBlock())
-    fused, report = fuse(model, report=True)
+    fused, report = fuse_with_report(model)
     assert [(f.norm, f.into) for f in report.folded] == [("bn2", "conv2.projection")]
     assert report.kept_norms == ["bn1"] and isinstance(fused.bn2, nn.Identity)
     x = torch.randn(2, 4, 5, 5)
@@ -229,7 +229,7 @@ def test_attribute_pairs_folded_through_the_graph():
 def test_untraceable_model_keeps_structural_folding():
     torch.manual_seed(0)
     model = _trained_norms(_Untraceable())
-    fused, report = fuse(model, report=True)
+    fused, report = fuse_with_report(model)
     assert [f.norm for f in report.folded] == ["body.1"] and report.kept_norms == ["bn"]
     assert len(report.notes) == 1 and "torch.fx could not trace" in report.notes[0]
     x = torch.randn(2, 3, 5, 5).abs()
@@ -245,7 +245,7 @@ def test_unfoldable_norms_stay():
         nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3, track_running_stats=False),  # batch statistics
         nn.BatchNorm2d(3), nn.Conv2d(3, 3, 3, padding=1),     # BN before a padded conv
     ))
-    fused, report = fuse(model, report=True)
+    fused, report = fuse_with_report(model)
     assert report.folded == [] and report.kept_norms == ["0.1", "1.1", "3", "4"]
     x = torch.randn(2, 3, 6, 6)
     torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-5)
@@ -285,3 +285,16 @@ def test_fuse_on_cuda_matches_original(monkeypatch):
     x = torch.randn(2, *INPUT, device="cuda")
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-3, atol=1e-4)
+
+
+def test_fuse_always_returns_the_module_and_fuse_with_report_the_pair():
+    model = _mixed_model()
+    fused = fuse(model, INPUT)
+    assert isinstance(fused, nn.Module) and not isinstance(fused, tuple)
+    again, report = fuse_with_report(model, INPUT)
+    assert isinstance(report, FuseReport) and report.flops_after is not None
+    x = torch.randn(2, *INPUT)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), again(x))
+    with pytest.raises(TypeError):
+        fuse(model, report=True)  # the old spelling fails loudly instead of returning another type

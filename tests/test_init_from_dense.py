@@ -8,6 +8,7 @@ from randomize import randomize
 
 from filter_basis import decompose
 from filter_basis import init_from_dense as fit
+from filter_basis.complexity import weight_params
 from filter_basis.engine import cli_main, run
 from filter_basis.engine.options import basis_counts, counts_string
 from filter_basis.errors import OptionError
@@ -208,8 +209,8 @@ def test_target_compression_fits_the_budget_and_beats_uniform(tmp_path, capsys, 
     assert choice["squared_error"] < choice["uniform_squared_error"]
     # the options written into args rebuild a model of exactly that size
     built = model.build_model(args)
-    assert fit.weight_params(built) == choice["weight_params"]
-    assert fit.weight_params(built) <= 0.3 * fit.weight_params(init.baseline)
+    assert weight_params(built) == choice["weight_params"]
+    assert weight_params(built) <= 0.3 * weight_params(init.baseline)
     for name, value in choice["options"].items():
         assert getattr(args, name) == value
 

@@ -1,4 +1,5 @@
-"""--loss_norm in both trees: the approximation regulariser as a logged loss term (architectures.md 5.7)."""
+"""--loss_norm in both trees: the approximation regulariser as a logged loss term
+(docs/official-code.md#loss_norm)."""
 
 import json
 import re

@@ -181,9 +181,36 @@ def test_report_prints_tables_and_checks(tmp_path):
 
 
 def test_shell_scripts_share_one_environment_setup():
-    for script in ("test.sh", "quickstart.sh"):
+    for script in ("test.sh", "quickstart.sh", "digits_basis_init.sh"):
         text = (SCRIPTS / script).read_text()
         assert 'source "$(dirname "${BASH_SOURCE[0]}")/env.sh"' in text and "pip install" not in text
+    for script in sorted((SCRIPTS / "paper").glob("*.sh")):  # the five paper wrappers
+        text = script.read_text()
+        assert 'source "$(dirname "${BASH_SOURCE[0]}")/../env.sh"' in text, script.name
+        # no interpreter search of its own: env.sh decides
+        assert "python3" not in text and "-x " not in text and 'exec "$py"' in text, script.name
+
+
+def test_env_sh_uses_a_given_python_as_it_is(tmp_path):
+    """PYTHON=/path: that interpreter, and no environment is created or installed into."""
+    import subprocess
+
+    fake = tmp_path / "venv" / "bin" / "python"  # an environment whose python only notes that it ran
+    fake.parent.mkdir(parents=True)
+    fake.write_text(f"#!/bin/sh\necho called >> {tmp_path}/called\n")
+    fake.chmod(0o755)
+    out = subprocess.run(["bash", "-c", f'VENV={tmp_path}/venv PYTHON=/some/python; '
+                          f'source "{SCRIPTS}/env.sh"; echo "$py|$root"'],
+                         capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == f"/some/python|{Path(quickstart.ROOT)}"
+    assert not (tmp_path / "called").exists() and not (tmp_path / "venv" / ".requirements.sha256").exists()
+
+
+def test_figure_script_reports_a_missing_output_in_one_line(tmp_path, capsys):
+    assert figure.main([str(tmp_path / "g.png"), f"EDSR={tmp_path / 'none'}", "--dir_data",
+                        str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
 def test_two_quickstart_processes_keep_each_others_records(tmp_path):

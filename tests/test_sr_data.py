@@ -1,4 +1,5 @@
-"""SR datasets: folder layouts, bicubic LR generation, test crops, training patches (architectures.md 5.4)."""
+"""SR datasets: folder layouts, bicubic LR generation, test crops, training patches
+(docs/official-code.md#sr-data)."""
 
 import errno
 import os

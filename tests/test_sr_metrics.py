@@ -1,4 +1,5 @@
-"""SR metrics and test-time forward passes against hand-computed values (architectures.md 5.5)."""
+"""SR metrics and test-time forward passes against hand-computed values
+(docs/official-code.md#sr-evaluation)."""
 
 import math
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .. import init_from_dense as fit
+from ..complexity import weight_params
 from ..errors import CheckpointError, OptionError
 from .checkpoint import write_atomic, write_text_atomic
 from .options import is_given
@@ -62,8 +63,8 @@ class DenseInit:
         if tree.basis_count_options is None:
             raise OptionError(f"--target_compression: the {tree.name} tree cannot set filter counts")
         costs = fit.filter_costs(probe, groups)
-        fixed = fit.weight_params(probe) - sum(g.basis.n_basis * c for g, c in zip(groups, costs))
-        baseline = fit.weight_params(self.baseline)
+        fixed = weight_params(probe) - sum(g.basis.n_basis * c for g, c in zip(groups, costs))
+        baseline = weight_params(self.baseline)
         target = int(args.target_compression * baseline)
         if fixed + sum(costs) > target:
             raise OptionError(f"--target_compression {args.target_compression:g} is too small for --model "

@@ -120,7 +120,8 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     ``translate`` maps a key of the file to the model's key (e.g. an official layout onto ours; ``None``
     for a key it does not know).  Every key must map, every model entry must be filled, shapes must
     agree, and entries the model shares (a shared basis, one PReLU) must hold equal values in the file:
-    the official loaders were non-strict (defect D11), so a wrong option silently left weights untrained.
+    the official loaders were non-strict (docs/official-code.md#defects, D11), so a wrong option silently
+    left weights untrained.
     """
     ours = model.state_dict(keep_vars=True)
     mapped = {}

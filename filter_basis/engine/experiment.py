@@ -1,4 +1,5 @@
-"""The experiment folder (``docs/experiments.md``): what it holds and when an existing one may be touched.
+"""The experiment folder (``docs/experiments.md``, contract in docs/design.md#experiment-folder): what it
+holds and when an existing one may be touched.
 
 Only the main process writes.  Checks run on every process before anything is written, so a refused
 folder is left as it was.  Whether a folder may be started, continued or must be refused is decided by

@@ -33,7 +33,8 @@ def build_optimizer(args: argparse.Namespace, params) -> torch.optim.Optimizer:
 class Schedule:
     """Learning-rate factor after ``t`` completed epochs: multi-step decay, optionally after a warm-up.
 
-    Classification spells it ``--decay step-150-225`` (``warm`` in the string adds the --linear warm-up);
+    The two trees spell it differently, so each tree's ``Tree.schedule`` is one of the two readers below:
+    classification ``--decay step-150-225`` (``warm`` in the string adds the --linear warm-up),
     super-resolution ``--decay_type step --lr_decay 200`` (every 200 epochs) or ``--decay_type step_150_225``.
     """
 
@@ -49,29 +50,29 @@ class Schedule:
         return self.gamma ** steps
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Schedule:
-        if hasattr(args, "decay"):
-            return cls._from_decay(args.decay, args.gamma, getattr(args, "linear", 1))
-        return cls._from_decay_type(args.decay_type, args.lr_decay, args.gamma)
-
-    @classmethod
-    def _from_decay(cls, text: str, gamma: float, linear: int) -> Schedule:
+    def from_decay(cls, args: argparse.Namespace) -> Schedule:
+        """The classification spelling: ``--decay step-150-225`` (``warm`` adds the ``--linear`` warm-up)
+        with ``--gamma``."""
+        text, linear = args.decay, args.linear
         parts = text.split("-")
         if "step" not in parts[0] or not all(p.isdigit() for p in parts[1:]):
             raise OptionError(f"--decay {text!r}: expected 'step' or 'warmstep' followed by -EPOCH "
                               f"milestones, e.g. step-150-225")
-        return cls(milestones=_increasing(text, "--decay", parts[1:]), gamma=gamma,
+        return cls(milestones=_increasing(text, "--decay", parts[1:]), gamma=args.gamma,
                    warmup_scale=linear if "warm" in parts[0] else 0)
 
     @classmethod
-    def _from_decay_type(cls, text: str, every: int, gamma: float) -> Schedule:
+    def from_decay_type(cls, args: argparse.Namespace) -> Schedule:
+        """The super-resolution spelling: ``--decay_type step`` (every ``--lr_decay`` epochs) or
+        ``--decay_type step_150_225`` (milestones), with ``--gamma``."""
+        text = args.decay_type
         if text == "step":
-            return cls(every=every, gamma=gamma)
+            return cls(every=args.lr_decay, gamma=args.gamma)
         parts = text.split("_")
         if parts[0] != "step" or len(parts) < 2 or not all(p.isdigit() for p in parts[1:]):
             raise OptionError(f"--decay_type {text!r}: expected 'step' (every --lr_decay epochs) or "
                               f"step_A_B... (milestones)")
-        return cls(milestones=_increasing(text, "--decay_type", parts[1:]), gamma=gamma)
+        return cls(milestones=_increasing(text, "--decay_type", parts[1:]), gamma=args.gamma)
 
 
 def _increasing(text: str, option: str, parts: list) -> tuple:
@@ -81,5 +82,6 @@ def _increasing(text: str, option: str, parts: list) -> tuple:
     return milestones
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule.from_args(args).factor)
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule):
+    """Each tree reads its own schedule options (its ``Tree.schedule``); the engine only steps it."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)

@@ -15,7 +15,6 @@ from typing import Callable, Iterable, Optional, Sequence
 from ..errors import OptionError
 from .distributed import launched_processes
 from .losses import check_loss_string
-from .optim import Schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NO_PATH = ("", ".")  # how the official trees spell "not given" for path options
@@ -63,7 +62,7 @@ def _betas(text):
 betas_pair = _checked("two numbers in [0, 1) such as 0.9,0.999", _betas, lambda v: all(0 <= b < 1 for b in v))
 
 # Defaults the two official trees agree on; TREE_OPTIONS are the shared options whose official default
-# differs between the trees, so each tree's option.py must give them (DESIGN.md contract 1).
+# differs between the trees, so each tree's option.py must give them (docs/design.md#command-lines).
 COMMON_DEFAULTS = {"n_threads": 6, "epochs": 300, "print_every": 100}
 TREE_OPTIONS = ("template", "optimizer", "resume", "test_every", "loss", "batch_size", "lr", "weight_decay",
                 "load", "pre_train_optim")
@@ -193,8 +192,7 @@ def is_given(path: Optional[str]) -> bool:
 
 
 def _validate_common(args: argparse.Namespace) -> None:
-    # --loss is checked with the tree's loss types in check_tree_names
-    Schedule.from_args(args)
+    # --loss is checked with the tree's loss types in check_tree_names, the schedule by the tree's validate
     if args.precision == "half" and args.amp != "none":
         raise OptionError(f"--amp {args.amp} cannot be combined with --precision half; use one of them")
     if args.reset and is_given(args.load):
@@ -241,7 +239,7 @@ def basis_counts(args: argparse.Namespace, n_bases: int, where: str) -> list:
     """Filters of each of ``n_bases`` bases: ``--n_basis_str`` when given (official syntax
     ``VALUE*COUNT+VALUE*COUNT...``, e.g. ``27*4+40*12``; a bare VALUE counts once), else ``--n_basis``
     for every basis."""
-    text = getattr(args, "n_basis_str", "") or ""
+    text = args.n_basis_str or ""
     if not text:
         return [args.n_basis] * n_bases
     counts = []

@@ -1,10 +1,12 @@
-"""``--loss_norm``: the approximation regulariser as a term of the training loss (architectures.md 5.7).
+"""``--loss_norm``: the approximation regulariser as a term of the training loss
+(docs/official-code.md#loss_norm).
 
 The dense filters come from ``--pre_train_optim``: a state_dict of the uncompressed baseline of
 ``--model`` (ours or the official layout), loaded into that baseline built with the same options.  Each
 basis layer is paired with the baseline's dense convolution at the same module path, or with the one
 convolution inside the baseline's block at that path (VGG keeps conv -> ReLU where VGG_Basis has a
-BasisConv2d).  The official code could not run this option (defect D2); this is its evident intent.
+BasisConv2d).  The official code could not run this option (docs/official-code.md#defects, D2); this is
+its evident intent.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
 from .experiment import Experiment
 from .losses import build_loss
+from .optim import Schedule
 from .options import is_given
 from .record import read_run_file
 from .regularizers import LOSS_NORM, build_loss_norm
@@ -49,6 +50,7 @@ class Tree:
     test_batch_size: Callable[[argparse.Namespace], int]
     loss_types: Registry
     trainer_class: type
+    schedule: Callable[[argparse.Namespace], Schedule]  # the tree's reading of its schedule options
     summary_block: Optional[Callable[[argparse.Namespace], str]] = None
     # device_loader(name, dataset, train, batch_size, sampler, args, device): batches made on the device
     # (with the loader's state_dict for resuming), or None for a DataLoader with per-item transforms
@@ -57,6 +59,7 @@ class Tree:
                                    # and the pretrained weights (replaced by the saved state anyway)
     # (args, basis names, filters per basis) -> {option: value} that rebuild the model with those counts
     basis_count_options: Optional[Callable[[argparse.Namespace, list, list], dict]] = None
+    log_model: Callable[[argparse.Namespace], bool] = lambda args: False  # SR's --print_model
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -171,7 +174,8 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
             except DataError as error:
                 dense_init.no_data = str(error)
         dense_init.reestimate(model, bn_loader, runtime)
-    trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
+    trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders,
+                                 schedule=tree.schedule(args))
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
@@ -179,7 +183,7 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
     if dense_init is not None:
         dense_init.write(experiment)
-    if getattr(args, "print_model", False):
+    if tree.log_model(args):
         experiment.log(str(model))
     if args.precision == "half" and not args.test_only:
         experiment.warn(HALF_WARNING)

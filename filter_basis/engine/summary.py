@@ -1,4 +1,5 @@
-"""``--summary`` (DESIGN.md contract 2) and ``summary.json``: the model's complexity against its baseline.
+"""``--summary`` (docs/design.md#summary-json) and ``summary.json``: the model's complexity against its
+baseline.
 
 Beyond the contract keys: ``train_flops`` (forward + backward FLOPs of one training input at the summary
 input size and ``--batch_size``, basis layers in the forms they train in) and ``basis_forms`` (each basis

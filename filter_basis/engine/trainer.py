@@ -27,7 +27,7 @@ from .distributed import DistEnv, all_reduce_sum, broadcast_buffers, gather_obje
 from .experiment import Experiment
 from .losses import WeightedLoss
 from .meters import MetricSums, flatten, nest
-from .optim import build_optimizer, build_scheduler
+from .optim import Schedule, build_optimizer, build_scheduler
 from .progress import interactive, progress_bar
 from .resume import check_model_state, fresh_seed, plain_options
 
@@ -43,10 +43,12 @@ class Trainer(abc.ABC):
     """Train ``model`` on ``train_loader`` and evaluate it on every loader of ``test_loaders``."""
 
     higher_is_better = False  # direction of score(): False for errors, True for PSNR
-    loss_norm_lambda: float  # the tree's weight of the basis term of --loss_norm (architectures.md 5.7)
+    # the tree's weight of the basis term of --loss_norm (docs/official-code.md#loss_norm)
+    loss_norm_lambda: float
 
     def __init__(self, args: argparse.Namespace, model: nn.Module, loss: WeightedLoss, runtime: Runtime,
-                 env: DistEnv, experiment: Experiment, train_loader, test_loaders: dict):
+                 env: DistEnv, experiment: Experiment, train_loader, test_loaders: dict, *,
+                 schedule: Schedule):
         self.args, self.runtime, self.env, self.experiment = args, runtime, env, experiment
         self.device = runtime.device
         self.model = model
@@ -61,7 +63,7 @@ class Trainer(abc.ABC):
         self.loss = loss.to(self.device)
         self.train_loader, self.test_loaders = train_loader, test_loaders
         self.optimizer = build_optimizer(args, model.parameters())
-        self.scheduler = build_scheduler(self.optimizer, args)
+        self.scheduler = build_scheduler(self.optimizer, schedule)  # the tree's Tree.schedule(args)
         self.scaler = runtime.grad_scaler()
         self.epoch = 0
         self.best = None  # {"epoch": int, "score": float}
@@ -190,6 +192,14 @@ class Trainer(abc.ABC):
         if self.env.enabled:
             value = all_reduce_sum(self.env, value.clone()) / self.env.world_size
         return value.item()
+
+    def step(self, batch) -> torch.Tensor:
+        """One optimisation step on ``batch`` as the loop makes it (forward under autocast, loss, backward,
+        optimiser step), without the loop's bookkeeping: what ``scripts/benchmark_train.py`` times."""
+        with self.runtime.autocast():
+            loss, _ = self.train_step(batch)
+        self._step(loss)
+        return loss
 
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

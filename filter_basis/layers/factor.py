@@ -3,7 +3,7 @@
 A SIC layer (from "Factorized Convolutional Neural Networks") is a depthwise ``k x k`` convolution
 followed by a pointwise ``1 x 1`` one, with the layer input added back when the shape allows it, then an
 activation.  Where BatchNorm sits and which way the chain widens differ per model family of the official
-code (architectures.md 1.2), so both are options here.
+code (docs/official-code.md#factor-sic-layers), so both are options here.
 """
 
 from __future__ import annotations

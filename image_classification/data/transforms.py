@@ -1,4 +1,5 @@
-"""The official normalisation and augmentation of the classification data (architectures.md 5.1).
+"""The official normalisation and augmentation of the classification data
+(docs/official-code.md#classification-data-and-training).
 
 Images enter as uint8 tensors (3, H, W) or PIL images and leave as normalised float tensors.
 """
@@ -43,7 +44,8 @@ def imagenet_transform(train: bool, flip: bool = True, crop: int = 1) -> v2.Comp
     """Training: random-resized crop 224 and (unless ``flip`` is off) a flip; test: resize 256, then the
     centre 224 crop (``crop`` 1), or torchvision's FiveCrop (``crop`` 5: corners and centre) or TenCrop
     (``crop`` 10: those and their mirror images), stacked into one (crop, 3, 224, 224) tensor.
-    ``--no_flip`` means no flip here too (the official ImageNet loader had it inverted, D3)."""
+    ``--no_flip`` means no flip here too (the official ImageNet loader had it inverted:
+    docs/official-code.md#defects, D3)."""
     if train:
         augment = [v2.RandomResizedCrop(224)] + ([v2.RandomHorizontalFlip()] if flip else [])
         return _pipeline(augment, IMAGENET_MEAN, IMAGENET_STD)

@@ -1,7 +1,8 @@
 """Loading pretrained weights: our own plain state_dicts, or the official layouts mapped onto ours.
 
-The official code saved tensors under its own module paths (listed in reference/official_state_dicts/),
-and a tensor shared by several layers (a stage basis, the DenseNet basis) under every path that uses it.
+The official code saved tensors under its own module paths (listed in
+tests/data/official/official_state_dicts/), and a tensor shared by several layers (a stage basis, the
+DenseNet basis) under every path that uses it.
 Keys are renamed with the model's regular-expression rules, then loaded strictly by the engine
 (``model.load_pretrained``): every mismatch is a one-line :class:`~filter_basis.errors.CheckpointError`
 naming the file and the key.

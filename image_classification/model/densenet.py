@@ -1,4 +1,4 @@
-"""The CIFAR DenseNet of the paper (architectures.md 2.9-2.12), written once for every convolution type.
+"""The CIFAR DenseNet of the paper (docs/official-code.md#densenet), written once for every convolution type.
 
 A dense layer is BN -> ReLU -> ``conv(in_channels, k)`` and appends its ``k`` new channels to its input;
 with ``--bottleneck`` (DenseNet-BC) it is BN -> ReLU -> 1x1 conv (C -> 4k) -> BN -> ReLU -> ``conv(4k, k)``,
@@ -186,7 +186,8 @@ def build_densenet_group(args) -> DenseNet:
                                                  grouped_out=k))
 
 
-# Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
+# Official state_dict key -> ours (regular expressions applied in order; see
+# tests/data/official/official_state_dicts/).
 OFFICIAL_KEYS = {
     "DenseNet_Basis": [(r"^basis$", "basis.weight"),
                        (r"\.body\.0\.conv\.0\.", ".body.0."),

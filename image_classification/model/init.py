@@ -1,4 +1,5 @@
-"""The two weight initialisations of the official classification models (architectures.md 1.4).
+"""The two weight initialisations of the official classification models
+(docs/official-code.md#initialisation).
 
 Only ``nn.Conv2d``, ``nn.BatchNorm2d`` and ``nn.Linear`` modules are touched: shared ``Basis`` tensors and
 basis-convolution biases keep the layer's own initialisation (Kaiming-uniform, zeros).

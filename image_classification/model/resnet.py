@@ -1,4 +1,4 @@
-"""The ResNets of the paper (architectures.md 2.5-2.8), written once for every convolution type.
+"""The ResNets of the paper (docs/official-code.md#resnet), written once for every convolution type.
 
 ``ResNet`` (CIFAR) and ``ImageNetResNet`` (``resnet_imagenet.py``, with ``--data_train ImageNet``) take a
 conv factory ``conv(in_channels, out_channels, stride, stage) -> nn.Module`` for the 3x3 convolutions of
@@ -192,7 +192,8 @@ def basis_count_options(args, names: list, counts: list) -> dict:
     return options
 
 
-# Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
+# Official state_dict key -> ours (regular expressions applied in order; see
+# tests/data/official/official_state_dicts/).
 OFFICIAL_KEYS = {
     "ResNet_Basis": [(r"^basis(\d)$", r"basis\1.weight"),
                      (r"\.conv\.0\.basis_weight$", ".basis.weight"),

@@ -1,4 +1,4 @@
-"""The VGG of the paper (architectures.md 2.1-2.4), written once for every convolution type.
+"""The VGG of the paper (docs/official-code.md#vgg), written once for every convolution type.
 
 With ``--data_train ImageNet`` the same features get torchvision's ImageNet head (``vgg16``/``vgg19``
 for the dense baseline, whose flat torchvision keys ``torchvision_key`` maps onto ours).
@@ -153,7 +153,8 @@ def build_vgg_group(args) -> VGG:
         mid=norm_act(), post=norm_act()))
 
 
-# Official state_dict key -> ours (regular expressions applied in order; see official_state_dicts/).
+# Official state_dict key -> ours (regular expressions applied in order; see
+# tests/data/official/official_state_dicts/).
 # A decomposed entry was one ``conv`` sequence: its k x k conv, BN, ReLU, the 1x1 projection, BN, ReLU.
 _MID_PROJECTION_POST = [(r"\.conv\.1\.", ".mid.0."), (r"\.conv\.3\.", ".projection."),
                         (r"\.conv\.4\.", ".post.0.")]

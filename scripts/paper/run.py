@@ -90,7 +90,7 @@ VARIABLES = [
     ("EPOCHS", "", "epochs of every training run (empty: the recipe's, 300 or 400)"),
     ("ONLY", "", "comma list of configurations to run (empty: all of the script's)"),
     ("EXTRA", "", "options appended to every main.py line, e.g. '--n_train 8 --test_every 2' (smoke run)"),
-    ("PYTHON", ".venv/bin/python, else python3", "the interpreter the scripts run"),
+    ("PYTHON", ".venv (made by scripts/env.sh)", "an interpreter that has the requirements, used as it is"),
 ]
 
 
@@ -557,9 +557,7 @@ def count(config: Config) -> dict:
     with torch.device("meta"):
         model, baseline = tree.build_model(args), tree.build_model(base)
 
-    def weights(module) -> int:
-        return sum(p.numel() for p in module.parameters() if p.dim() > 1)  # a shared tensor once
-
+    weights = importlib.import_module("filter_basis.complexity").weight_params  # a shared tensor once
     if config.tree == "super_resolution":
         block = tree.summary_block(args)
         ours, whole = weights(model.get_submodule(block)), weights(baseline.get_submodule(block))

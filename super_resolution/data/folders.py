@@ -1,4 +1,4 @@
-"""Where the SR datasets live and how their HR/LR files pair up (architectures.md 5.4).
+"""Where the SR datasets live and how their HR/LR files pair up (docs/official-code.md#sr-data).
 
 Every folder is looked up in both layouts, ``DIR_DATA/<path>`` (EDSR-PyTorch) and
 ``DIR_DATA/super_resolution/<path>`` (official scripts).

@@ -1,4 +1,5 @@
-"""Training-sample randomness: aligned LR/HR patches, flips/transposes, LR noise (architectures.md 5.4).
+"""Training-sample randomness: aligned LR/HR patches, flips/transposes, LR noise
+(docs/official-code.md#sr-data).
 
 All draws use torch's generator, so seeding, DataLoader workers and resumed runs stay reproducible.
 """
@@ -52,7 +53,8 @@ def augment(*images: np.ndarray) -> Tuple[np.ndarray, ...]:
 def parse_noise(spec: str) -> Optional[Noise]:
     """``--noise``: ``.`` none; ``G<n>`` Gaussian, std n pixel levels (rounded); ``S<n>`` Poisson
     shot noise at n photons per level, de-meaned per channel, added to the image (as intended: the
-    official code added the noisy image itself, defect D13).  Results are clipped to 0..255."""
+    official code added the noisy image itself, docs/official-code.md#defects, D13).  Results are clipped
+    to 0..255."""
     if spec == ".":
         return None
     match = re.fullmatch(r"([GS])(\d+(?:\.\d+)?)", spec)

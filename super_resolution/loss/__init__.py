@@ -1,4 +1,5 @@
-"""SR loss types for ``--loss`` strings such as ``1*L1`` or ``1*L1+0.5*MSE`` (architectures.md 5.6).
+"""SR loss types for ``--loss`` strings such as ``1*L1`` or ``1*L1+0.5*MSE``
+(docs/official-code.md#sr-training).
 
 Pixel losses are PyTorch means over all elements, in [0, rgb_range] units.  The official option also
 named perceptual (VGG22, VGG54) and adversarial (GAN, WGAN, WGAN_GP) terms; the paper used none of

@@ -39,7 +39,7 @@ def baseline_name(args) -> str:
 
 
 def summary_input_size(args) -> tuple:
-    """An LR image that upscales to 720p (1280x720) at the first scale (DESIGN.md contract 2)."""
+    """An LR image that upscales to 720p (1280x720) at the first scale (docs/design.md#summary-json)."""
     s = args.scale[0]
     return (args.n_colors, 720 // s, 1280 // s)
 

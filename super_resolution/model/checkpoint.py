@@ -1,9 +1,11 @@
-"""Strict loading of pretrained SR weights, in our key layout or the official one (architectures.md 5.9).
+"""Strict loading of pretrained SR weights, in our key layout or the official one
+(docs/official-code.md#checkpoint-loading).
 
-The official loader was non-strict (defect D11): a wrong --n_basis or --share_basis silently left
-layers at their initial values.  Here every key must map, every parameter must be filled, shapes
-must agree, and keys that the model shares (SRResNet's one PReLU, an EDSR_Basis --share_basis basis)
-must hold equal values in the file, which also tells a non-shared checkpoint from a shared one.
+The official loader was non-strict (docs/official-code.md#defects, D11): a wrong --n_basis or
+--share_basis silently left layers at their initial values.  Here every key must map, every parameter
+must be filled, shapes must agree, and keys that the model shares (SRResNet's one PReLU, an EDSR_Basis
+--share_basis basis) must hold equal values in the file, which also tells a non-shared checkpoint from a
+shared one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parts every SR model shares: mean shift, residual block, upsampler (architectures.md 3.0)."""
+"""Parts every SR model shares: mean shift, residual block, upsampler (docs/official-code.md#shared-parts)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def conv3x3(in_channels: int, out_channels: int, kernel_size: int = 3) -> nn.Con
 class MeanShift(nn.Conv2d):
     """A 1x1 convolution that subtracts (sign -1) or adds (sign +1) the dataset mean colour.
 
-    It starts at the nominal values and, as in the official code (defect D4), stays trainable: its
-    parameters are in the optimizer and in checkpoints, so they are loaded rather than assumed.
+    It starts at the nominal values and, as in the official code (docs/official-code.md#defects, D4),
+    stays trainable: its parameters are in the optimizer and in checkpoints, so they are loaded rather than
+    assumed.
     """
 
     def __init__(self, rgb_range: float, sign: int, mean: Sequence[float] = RGB_MEAN):
@@ -68,7 +69,7 @@ class Upsampler(nn.Sequential):
 
     Each stage optionally ends with a NEW activation from ``act`` (SRResNet's upsampler PReLUs are
     not the model's shared one).  Convs are 3x3, stride 1, bias on: what the official upsampler meant
-    (defect D1).
+    (docs/official-code.md#defects, D1).
     """
 
     def __init__(self, scale: int, n_feats: int, act: Optional[Callable[[], nn.Module]] = None):

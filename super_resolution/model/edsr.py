@@ -1,7 +1,7 @@
 """EDSR (Lim et al. 2017) and its compressed variants: one architecture, three kinds of block convs.
 
 sub_mean -> head conv -> body (R residual blocks ``conv -> ReLU -> conv``, times res_scale, + input;
-then one conv) + head output -> upsampler -> tail conv -> add_mean (architectures.md 3.4-3.6).
+then one conv) + head output -> upsampler -> tail conv -> add_mean (docs/official-code.md#edsr).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The state_dict key each of our parameters had in the official code (reference/official_state_dicts).
+"""The state_dict key each of our parameters had in the official code
+(tests/data/official/official_state_dicts/).
 
 The model files mirror the official module paths (``head.0``, ``body.<i>.body.<j>``, ``tail.0.<k>``,
 ``sub_mean``), so only the compressed layers are named differently:

@@ -2,7 +2,7 @@
 
 head conv 9x9 -> P; body: R residual blocks ``conv -> BN -> P -> conv -> BN`` + input, then conv -> BN;
 + head output; upsampler with its own PReLUs; tail conv.  P is ONE PReLU (a single scalar) shared by the
-head and every block, as in the official code; --res_scale is ignored (architectures.md 3.1-3.3).
+head and every block, as in the official code; --res_scale is ignored (docs/official-code.md#srresnet).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def build_srresnet(args) -> SRResNet:
 def build_srresnet_basis(args) -> SRResNet:
     """Each basis layer is basis conv -> BN -> act -> 1x1 -> BN -> act.  With --bn_every the act is P
     and the block is just the two layers; without it the act is a second PReLU Q shared by all basis
-    layers (the official default-argument PReLU, defect D12) and the block keeps its BN/P layers."""
+    layers (the official default-argument PReLU, docs/official-code.md#defects, D12) and the block keeps its
+    BN/P layers."""
     shared_act = nn.PReLU()
     layer_act = shared_act if args.bn_every else nn.PReLU()
     convs = basis_convs(args.n_feats, args.basis_size, block_basis_counts(args), args.share_basis,
