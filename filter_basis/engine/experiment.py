@@ -25,13 +25,20 @@ STATE_FILE = "training_state.pt"
 class Experiment:
     """``DIR_SAVE/SAVE`` (or ``DIR_SAVE/LOAD`` when continuing a run) and the files in it."""
 
-    def __init__(self, args: argparse.Namespace, env: DistEnv):
-        self.resuming = is_given(args.load)
+    def __init__(self, args: argparse.Namespace, env: DistEnv, evaluation=None):
+        # evaluation: a test of a saved run (filter_basis/engine/evaluation.py); its folder
+        # RUN/eval/<data_test>-<checkpoint> is the engine's own and replaced by the next such test
+        self.evaluation = evaluation
+        self.tested: dict = {}  # what a test run tested: {"weights": file[, "checkpoint": name]}
+        self.resuming = is_given(args.load) and evaluation is None
         name = args.load if self.resuming else args.save
-        self.dir = experiment_folder(args.dir_save, name, "--load" if self.resuming else "--save")
         self.writes = env.is_main
         self.results: list = []
         self._log = None
+        if evaluation is not None and evaluation.folder is not None:
+            self.dir = evaluation.folder
+            return
+        self.dir = experiment_folder(args.dir_save, name, "--load" if self.resuming else "--save")
         if self.resuming:
             if not (self.dir / STATE_FILE).is_file():
                 raise CheckpointError(f"--load {name!r}: {self.dir} holds no {STATE_FILE} to continue from")
@@ -43,9 +50,13 @@ class Experiment:
         """Start (or reopen) the folder: args.json, summary.json, log.txt."""
         if not self.writes:
             return
-        if args.reset and self.dir.exists():
-            shutil.rmtree(self.dir)
-        (self.dir / "model").mkdir(parents=True, exist_ok=True)
+        if self.evaluation is not None and self.evaluation.folder is not None:
+            self.evaluation.clear()  # the previous evaluation of these sets and checkpoint, nothing else
+            self.dir.mkdir(parents=True)
+        else:
+            if args.reset and self.dir.exists():
+                shutil.rmtree(self.dir)
+            (self.dir / "model").mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
         write_text_atomic(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self._log = open(self.dir / "log.txt", "a", buffering=1)
