@@ -117,7 +117,7 @@ def test_tiny_edsr_trains_tests_and_reloads(dir_data, tmp_path, capsys):
 
 
 def test_user_errors_are_one_line_and_exit_2(dir_data, tmp_path, capsys):
-    assert _run(dir_data, tmp_path, "--test_only", "--data_test", "B100") == 2
+    assert _run(dir_data, tmp_path, "--test_only", "--data_test", "B100", "--model", "Bicubic") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "benchmark/B100" in err
     assert _run(dir_data, tmp_path, "--test_only", "--model", "EDSR_Basis", "--basis_size", "5") == 2

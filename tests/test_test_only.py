@@ -178,7 +178,8 @@ def test_pretrained_with_save_is_a_folder_of_its_own(copied):
             "--dir_save", str(copied)] + COMMON
     assert cli_main(TREE, argv) == 0
     [plain] = json.loads((copied / "plain" / "results.json").read_text())
-    assert plain["weights"] == str((copied / "weights.pt").resolve()) and plain["metrics"] == record["metrics"]
+    assert plain["weights"] == str((copied / "weights.pt").resolve())
+    assert plain["metrics"] == record["metrics"]
 
 
 def test_a_test_without_trained_weights_is_refused(tmp_path, capsys):
@@ -204,7 +205,8 @@ def sr_run(tmp_path_factory, repo_root):
 
     root = tmp_path_factory.mktemp("sr")
     (root / "data" / "benchmark" / "Set5").mkdir(parents=True)
-    (root / "data" / "benchmark" / "Set5" / "HR").symlink_to(repo_root / "datasets" / "benchmark" / "Set5" / "HR")
+    shipped = repo_root / "datasets" / "benchmark" / "Set5" / "HR"
+    (root / "data" / "benchmark" / "Set5" / "HR").symlink_to(shipped)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -254,7 +256,8 @@ def test_demo_with_only_a_runs_weights_file(sr_run, tmp_path, demo_folder, capsy
         expected = model.eval()(lr)[0].clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
     assert np.array_equal(iio.imread(out / "a_SR.png"), expected)
     meta = json.loads((run_copy / "eval" / "Demo-best" / "run.json").read_text())
-    assert meta["kind"] == "evaluation" and meta["tree"] == "super_resolution" and meta["checkpoint"] == "best"
+    assert meta["kind"] == "evaluation" and meta["tree"] == "super_resolution"
+    assert meta["checkpoint"] == "best"
 
 
 def test_a_sr_run_is_tested_on_its_own_set_without_retyping(sr_run, tmp_path):
@@ -273,7 +276,8 @@ def test_an_override_that_does_not_fit_the_weights_names_the_run_options(sr_run,
     from super_resolution.main import main
 
     argv = ["--data_test", "Demo", "--dir_demo", str(demo_folder), "--test_only", "--cpu", "--n_feats", "16",
-            "--pre_train", str(sr_run / "model" / "model_best.pt"), "--save", "x", "--dir_save", str(tmp_path)]
+            "--pre_train", str(sr_run / "model" / "model_best.pt"), "--save", "x",
+            "--dir_save", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(sr_run / "args.json") in err and "--n_feats" in err
