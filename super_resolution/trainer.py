@@ -68,5 +68,10 @@ class Trainer(engine.Trainer):
         return sorted(path for name in self.test_loaders
                       for path in (self.experiment.dir / "results" / self.metric_key(name)).glob("*_SR.png"))
 
-    def score(self, metrics: dict) -> float:
-        return metrics[self.metric_key(next(iter(self.test_loaders)))]["psnr"]
+    @classmethod
+    def best_key(cls, options) -> tuple:
+        """PSNR of the first ``--data_test`` set at the first scale."""
+        first = str(options["data_test"]).split("+")[0]
+        scale = options["scale"]
+        scale = scale[0] if isinstance(scale, list) else int(str(scale).split("+")[0])
+        return first, f"{first}_x{scale}/psnr"

@@ -13,6 +13,7 @@ import torch
 import filter_basis
 from filter_basis.engine import run, trees
 from filter_basis.engine.checkpoint import load_checkpoint
+from filter_basis.engine.record import NotAnExperiment
 from filter_basis.errors import CheckpointError, OptionError
 from image_classification import option
 from image_classification.tree import TREE
@@ -98,6 +99,7 @@ def test_a_super_resolution_run(tmp_path):
     (tmp_path / "model").mkdir()
     torch.save(model.state_dict(), tmp_path / "model" / "model_7.pt")
     (tmp_path / "args.json").write_text(json.dumps(vars(args), default=str))
+    (tmp_path / "log.txt").write_text("")  # (args.json with log.txt: an experiment folder of any version)
     loaded = filter_basis.load_run(tmp_path, checkpoint=7)
     lr = torch.rand(1, 3, 6, 5) * 255
     with torch.no_grad():
@@ -112,7 +114,7 @@ def test_bad_checkpoints_and_folders_are_one_clear_error(trained, tmp_path):
         filter_basis.load_run(folder, checkpoint="worst")
     with pytest.raises(CheckpointError, match=r"model_5\.pt does not exist .*--save_models"):
         filter_basis.load_run(folder, checkpoint=5)
-    with pytest.raises(CheckpointError, match="args.json cannot be read"):
+    with pytest.raises(NotAnExperiment, match="is not an experiment folder"):
         filter_basis.load_run(tmp_path)
 
 

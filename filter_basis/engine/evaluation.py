@@ -30,12 +30,10 @@ from typing import Optional, Union
 from torch import nn
 
 from ..errors import CheckpointError, OptionError
-from .checkpoint import write_text_atomic
 from .options import experiment_folder, given_names, is_given
+from .record import EVAL_DIR, RUN_FILE, NotAnExperiment, read_run, read_run_file
 
-EVAL_DIR = "eval"  # RUN/eval/<data_test>-<checkpoint>/
-RUN_FILE = "run.json"
-EVALUATION_KIND = "evaluation"
+EVALUATION_KIND = "evaluation"  # run.json "kind" of RUN/eval/<data_test>-<checkpoint>/
 
 # Options that belong to the invocation, never to the run it tests: what this command does, where files
 # are, the hardware and number format, logging, and starting points that the tested weights replace.
@@ -86,17 +84,11 @@ class Evaluation:
             self.check_folder()
             shutil.rmtree(self.folder)
 
-    def write_record(self, folder: Path, tree: str, status: str) -> None:
-        write_text_atomic(folder / RUN_FILE, json.dumps(self.record(tree, status), indent=2) + "\n")
-
 
 def is_evaluation_folder(folder: Path) -> bool:
     """Whether ``folder`` holds the run.json of a test-only evaluation."""
-    try:
-        record = json.loads((Path(folder) / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("kind") == EVALUATION_KIND
+    record = read_run_file(folder)
+    return record is not None and record.get("kind") == EVALUATION_KIND
 
 
 def run_of_weights(path: Union[str, Path]) -> Optional[Path]:
@@ -136,16 +128,13 @@ def checkpoint_epoch(run: Path, checkpoint: str) -> int:
     if checkpoint.startswith("epoch") and checkpoint[5:].isdigit():
         return int(checkpoint[5:])
     try:
-        results = json.loads((run / "results.json").read_text())
-        record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else {}
-    except (OSError, ValueError):
+        record = read_run(run)
+    except NotAnExperiment:
         return 0
-    trained = [r for r in results if isinstance(r, dict) and "train_loss" in r] if isinstance(results, list) \
-        else []
     if checkpoint == "latest":
-        return max((int(r.get("epoch") or 0) for r in trained), default=0)
-    if checkpoint == "best" and isinstance(record, dict) and isinstance(record.get("best"), dict):
-        return int(record["best"].get("epoch") or 0)
+        return record.epochs_done
+    if checkpoint == "best" and record.best:
+        return int(record.best.get("epoch") or 0)
     return 0
 
 
@@ -226,7 +215,8 @@ def settle(tree, args: argparse.Namespace) -> Optional[Evaluation]:
                               f"model from {run / 'args.json'}: leave these options out (other options, such "
                               f"as --data_test, may change)")
     checkpoint = checkpoint_name(weights)
-    explicit_save = given is not None and "save" in given
+    # --pre_train FILE --save NEW: a folder of its own; a test of --load RUN always goes to RUN/eval/
+    explicit_save = given is not None and "save" in given and not is_given(args.load)
     folder = None if explicit_save else run / EVAL_DIR / f"{args.data_test}-{checkpoint}"
     evaluation = Evaluation(run=run, checkpoint=checkpoint, weights=weights.resolve(), folder=folder,
                             epoch=checkpoint_epoch(run, checkpoint), data_test=args.data_test)
@@ -258,29 +248,18 @@ def refuse_untrained(tree, args: argparse.Namespace, model: nn.Module) -> None:
 
 
 # ----- from Python -----
-def _find_run_tree(record: dict, options: dict):
-    from .trees import KNOWN_TREES, find_tree
-
-    name = record.get("tree") if isinstance(record, dict) else None
-    if name:
-        return find_tree(name)
-    for candidate in KNOWN_TREES:  # runs written before run.json named their tree: their options tell
-        tree = find_tree(candidate)
-        if tree.pretrained_option in options:
-            return tree
-    raise CheckpointError(f"cannot tell which tree made the run (options {sorted(options)[:5]}...)")
-
-
 def run_options(folder: Union[str, Path]):
-    """``(tree, args)``: the tree that made the run in ``folder`` and the run's options as a namespace
-    (every option from ``args.json``, for a test on the CPU)."""
-    run = Path(folder)
-    options = saved_options(run)
-    try:
-        record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).is_file() else {}
-    except (OSError, ValueError):
-        record = {}
-    tree = _find_run_tree(record, options)
+    """``(tree, args)``: the tree that made the run in ``folder`` (the name its run.json holds, or for
+    older runs the one its options tell) and the run's options as a namespace (from ``args.json``, for a
+    test on the CPU)."""
+    from .trees import find_tree  # by name, at run time: the library imports no tree
+
+    record = read_run(folder)
+    options = saved_options(Path(folder))
+    if not record.tree:
+        raise CheckpointError(f"{folder}: cannot tell which tree made the run (no \"tree\" in {RUN_FILE}, "
+                              f"and its args.json does not tell)")
+    tree = find_tree(record.tree)
     args = tree.parse_args(["--cpu", "--test_only", "--n_threads", "0"])
     take_run_options(args, options, invocation_options(tree))
     return tree, args
