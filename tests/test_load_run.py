@@ -77,7 +77,7 @@ def test_the_tree_is_found_by_the_name_the_record_holds(trained, tmp_path, monke
     monkeypatch.setattr(trees, "find_tree", lambda name: asked.append(name) or real(name))
     (copy / "run.json").write_text(json.dumps({"format": 1, "tree": "image_classification"}))
     filter_basis.load_run(copy)
-    assert asked == ["image_classification"]
+    assert set(asked) == {"image_classification"}
     asked.clear()
     (copy / "run.json").unlink()  # a run written before run.json: its options tell the tree
     filter_basis.load_run(copy)
