@@ -294,3 +294,15 @@ def test_demo_without_weights_is_refused(tmp_path, demo_folder, capsys):
     assert len(err.splitlines()) == 1 and "--pre_train FILE" in err
     assert not (tmp_path / "exp").exists()
     assert load_checkpoint  # (imported for the other tests' readers)
+
+
+def test_the_options_given_are_what_was_typed_or_set_by_the_template():
+    """What a test takes from the run depends on what was given, not on values: an option typed with its
+    default value still overrides the run's, and --template's values count as given."""
+    from filter_basis.engine.options import given_names
+
+    args = option.parse_args(["--template", "ResNet18", "--lr", "0.1", "--n_test", "0", "--test_only"])
+    given = given_names(args)
+    assert {"template", "lr", "n_test", "test_only", "depth"} <= given  # depth 18: set by the template
+    assert "batch_size" not in given and "model" not in given
+    assert "given" not in vars(args)  # never reaches args.json
