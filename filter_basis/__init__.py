@@ -3,8 +3,9 @@
 The method is a layer: :class:`BasisConv2d` convolves every ``basis_size``-channel split of its input
 with one shared bank of ``n_basis`` filters and mixes the results with a 1x1 projection.  Model-level
 tools convert trained networks (:func:`basisify`), fold them for deployment (:func:`fuse`) and count
-their cost (:func:`summarize`).  Names are imported lazily so that ``import filter_basis`` stays cheap
-for the training engine, which lives in :mod:`filter_basis.engine`.
+their cost (:func:`summarize`); :func:`load_run` gives the trained model of an experiment folder.
+Names are imported lazily so that ``import filter_basis`` stays cheap for the training engine, which
+lives in :mod:`filter_basis.engine`.
 """
 
 from importlib import import_module
@@ -27,6 +28,7 @@ _EXPORTS = {
     "FuseReport": "filter_basis.deploy",
     "summarize": "filter_basis.complexity",
     "Summary": "filter_basis.complexity",
+    "load_run": "filter_basis.engine.evaluation",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -49,6 +49,15 @@ IGNORED = [
 # filter_basis/engine/resume.py): fetching CIFAR, and the ignored ones.
 RESUME_MAY_CHANGE = ("download", "n_test", "crop") + engine_options.ignored_names(IGNORED)
 
+# A test of a saved run (docs/testing.md) compares only the options that change the model's state_dict or
+# its forward pass with the run's (--data_train decides the classifier: 10, 100 or 1000 classes, CIFAR or
+# ImageNet form); every other option not given is taken from the run, except --download.
+MODEL_OPTIONS = ("data_train", "depth", "k", "reduction", "bottleneck", "kernel_size", "no_bias",
+                 "group_size", "n_group", "k_size1", "k_size2", "inverse_index", "transition_group",
+                 "vgg_type", "vgg_decom_type", "basis_size", "n_basis", "n_basis_str") + \
+    tuple(f"{name}{stage}" for stage in range(1, 5) for name in ("basis_size", "n_basis"))
+TEST_INVOCATION_OPTIONS = ("download",)
+
 
 def build_parser() -> engine_options.OptionParser:
     parser = engine_options.OptionParser(

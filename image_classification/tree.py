@@ -24,4 +24,6 @@ TREE = Tree(
     device_loader=data.device_loader,
     resume_may_change=option.RESUME_MAY_CHANGE,
     basis_count_options=model.basis_count_options,
+    model_options=option.MODEL_OPTIONS,
+    invocation_options=option.TEST_INVOCATION_OPTIONS,
 )

@@ -54,6 +54,13 @@ IGNORED = [
 RESUME_MAY_CHANGE = (("chop", "self_ensemble", "save_results", "print_model", "dir_demo")
                      + engine_options.ignored_names(IGNORED))
 
+# A test of a saved run (docs/testing.md) compares only the options that change the model's state_dict or
+# its forward pass with the run's; every other option not given is taken from the run, except how this
+# test computes and what it writes (flags the run may have set could not be switched off again).
+MODEL_OPTIONS = ("scale", "n_colors", "rgb_range", "n_resblocks", "n_feats", "res_scale", "sic_layer",
+                 "group_size", "bn_every", "basis_size", "n_basis", "share_basis", "n_basis_str")
+TEST_INVOCATION_OPTIONS = ("chop", "self_ensemble", "save_results", "print_model", "dir_demo")
+
 
 def build_parser() -> engine_options.OptionParser:
     parser = engine_options.OptionParser(

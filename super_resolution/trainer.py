@@ -63,6 +63,11 @@ class Trainer(engine.Trainer):
         pixels = sr.mul(255 / self.args.rgb_range).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
         iio.imwrite(folder / f"{name}_SR.png", pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
+    def saved_outputs(self) -> list:
+        """The images this test wrote (every process's: the metric reduction has waited for all of them)."""
+        return sorted(path for name in self.test_loaders
+                      for path in (self.experiment.dir / "results" / self.metric_key(name)).glob("*_SR.png"))
+
     @classmethod
     def best_key(cls, options) -> tuple:
         """PSNR of the first ``--data_test`` set at the first scale."""

@@ -25,4 +25,6 @@ TREE = Tree(
     log_model=lambda args: args.print_model,
     resume_may_change=option.RESUME_MAY_CHANGE,
     basis_count_options=model.basis_count_options,
+    model_options=option.MODEL_OPTIONS,
+    invocation_options=option.TEST_INVOCATION_OPTIONS,
 )

@@ -257,7 +257,11 @@ def test_a_cifar_batch_carrying_code_stops_the_command_line_with_exit_2(tmp_path
         pickle.dump(payload, f, protocol=2)
     argv = ["--model", "ResNet", "--depth", "8", "--data_test", "CIFAR10", "--test_only", "--cpu",
             "--n_threads", "0", "--dir_data", str(tmp_path), "--dir_save", str(tmp_path / "experiment"),
-            "--save", "refused"]
+            "--save", "refused", "--pretrained", str(tmp_path / "weights.pt")]
+    from image_classification.model import build_model
+    from image_classification.option import parse_args
+
+    torch.save(build_model(parse_args(argv[:4])).state_dict(), tmp_path / "weights.pt")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "test_batch is refused" in err[0]

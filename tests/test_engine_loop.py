@@ -23,7 +23,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(tmp_path, *extra):
-    return option.parse_args(TINY + ["--dir_save", str(tmp_path)] + list(extra))
+    """TINY's options; a --test_only run tests the saved weights of a freshly built model (a test run
+    needs weights to test)."""
+    weights = []
+    if "--test_only" in extra:
+        weights = ["--pretrained", str(tmp_path / "weights.pt")]
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        torch.save(TREE.build_model(option.parse_args(TINY)).state_dict(), weights[1])
+    return option.parse_args(TINY + ["--dir_save", str(tmp_path)] + weights + list(extra))
 
 
 RESULT_KEYS = {"epoch", "metrics", "train_loss", "lr", "time_s", "data_time_s", "samples_per_s"}
@@ -76,7 +83,9 @@ def test_existing_folder_is_refused_unless_reset(tmp_path):
 def test_test_only_records_one_evaluation_without_training_fields(tmp_path):
     run(TREE, tiny(tmp_path, "--save", "t", "--test_only"))
     results = json.loads((tmp_path / "t" / "results.json").read_text())
-    assert len(results) == 1 and set(results[0]) == {"epoch", "metrics"} and results[0]["epoch"] == 0
+    assert len(results) == 1 and set(results[0]) == {"epoch", "metrics", "weights"}
+    assert results[0]["epoch"] == 0
+    assert results[0]["weights"] == str(tmp_path / "weights.pt")  # the file it tested
 
 
 def test_summary_prints_json_last_and_writes_nothing(tmp_path, capsys):

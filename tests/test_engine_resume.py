@@ -19,6 +19,13 @@ TINY = ["--model", "ResNet", "--depth", "8", "--data_train", "Synthetic", "--dat
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def weights(folder):
+    """``--pretrained FILE`` of a freshly built TINY model in ``folder`` (a test run needs weights)."""
+    path = folder / "weights.pt"
+    torch.save(TREE.build_model(option.parse_args(TINY)).state_dict(), path)
+    return ["--pretrained", str(path)]
+
+
 def snapshot(folder):
     """Every file below ``folder`` with its bytes and modification time."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -56,7 +63,7 @@ def test_reset_removes_only_the_named_folder(experiments):
     (root / "group" / "c").mkdir()
     (root / "group" / "c" / "log.txt").write_text("sibling\n")
     run(TREE, option.parse_args(TINY + ["--dir_save", str(root), "--save", "group/b", "--reset",
-                                        "--test_only"]))
+                                        "--test_only"] + weights(root.parent)))
     assert not (root / "group" / "b" / "old.txt").exists()
     assert (root / "group" / "b" / "results.json").is_file()
     assert (root / "group" / "c" / "log.txt").read_text() == "sibling\n"
@@ -66,7 +73,7 @@ def test_reset_removes_only_the_named_folder(experiments):
 @pytest.mark.parametrize("load", ["", "."])
 def test_empty_or_dot_load_means_not_given(tmp_path, load):
     args = option.parse_args(TINY + ["--dir_save", str(tmp_path), "--save", "fresh", "--load", load,
-                                     "--test_only"])
+                                     "--test_only"] + weights(tmp_path))
     run(TREE, args)
     assert (tmp_path / "fresh" / "results.json").is_file()
 
@@ -173,5 +180,5 @@ def test_a_saved_run_may_be_tested_on_another_test_set(copied_run):
     argv += ["--dir_save", str(copied_run), "--load", "run", "--momentum", "0.8", "--test_only",
              "--data_test", "Digits", "--n_test", "8", "--basis_form", "merged"]
     run(TREE, option.parse_args(argv))
-    results = json.loads((copied_run / "run" / "results.json").read_text())
-    assert results[-1]["epoch"] == 1 and "top1_error" in results[-1]["metrics"]
+    [record] = json.loads((copied_run / "run" / "eval" / "Digits-latest" / "results.json").read_text())
+    assert record["epoch"] == 1 and "top1_error" in record["metrics"]

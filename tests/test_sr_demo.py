@@ -48,9 +48,11 @@ def test_demo_writes_one_sr_image_per_input(tmp_path, demo_folder):
 
 
 def test_a_network_runs_on_the_demo_folder_too(tmp_path, demo_folder):
-    argv = ["--model", "EDSR", "--n_resblocks", "1", "--n_feats", "8", "--scale", "3", "--data_test", "Demo",
-            "--dir_demo", str(demo_folder), "--test_only", "--cpu", "--n_threads", "0",
-            "--dir_save", str(tmp_path / "exp"), "--save", "edsr_demo"]
+    model = ["--model", "EDSR", "--n_resblocks", "1", "--n_feats", "8", "--scale", "3"]
+    torch.save(build_model(parse_args(model)).state_dict(), tmp_path / "weights.pt")
+    argv = model + ["--data_test", "Demo", "--dir_demo", str(demo_folder), "--test_only", "--cpu",
+                    "--n_threads", "0", "--pre_train", str(tmp_path / "weights.pt"),
+                    "--dir_save", str(tmp_path / "exp"), "--save", "edsr_demo"]
     assert main(argv) == 0
     out = tmp_path / "exp" / "edsr_demo" / "results" / "Demo_x3"
     assert iio.imread(out / "alpha_SR.png").shape == (24, 24, 3)

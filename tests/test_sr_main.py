@@ -103,7 +103,9 @@ def test_tiny_edsr_trains_tests_and_reloads(dir_data, tmp_path, capsys):
     assert _run(dir_data, tmp_path, *test) == 0
     assert (tmp_path / "experiment" / "tiny_test" / "log.txt").read_text().count("EDSR(") == 1  # printed once
     records = json.loads((tmp_path / "experiment" / "tiny_test" / "results.json").read_text())
-    assert len(records) == 1 and records[0]["epoch"] == 0 and "train_loss" not in records[0]
+    assert len(records) == 1 and "train_loss" not in records[0]
+    # a file of a run: the record names the checkpoint and the epoch it was saved after
+    assert records[0]["checkpoint"] == "best" and records[0]["epoch"] == best["epoch"]
     # the receptive field of this model fits chop's 10-pixel overlap: same numbers as whole images
     assert records[0]["metrics"]["Set5_x2"]["psnr"] == pytest.approx(best["metrics"]["Set5_x2"]["psnr"],
                                                                      abs=1e-3)
@@ -117,7 +119,7 @@ def test_tiny_edsr_trains_tests_and_reloads(dir_data, tmp_path, capsys):
 
 
 def test_user_errors_are_one_line_and_exit_2(dir_data, tmp_path, capsys):
-    assert _run(dir_data, tmp_path, "--test_only", "--data_test", "B100") == 2
+    assert _run(dir_data, tmp_path, "--test_only", "--data_test", "B100", "--model", "Bicubic") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "benchmark/B100" in err
     assert _run(dir_data, tmp_path, "--test_only", "--model", "EDSR_Basis", "--basis_size", "5") == 2

@@ -58,7 +58,8 @@ class Experiment:
     folder stopped before its first epoch ended is started again.
     """
 
-    def __init__(self, args: argparse.Namespace, env: DistEnv, tree_name: Optional[str] = None):
+    def __init__(self, args: argparse.Namespace, env: DistEnv, tree_name: Optional[str] = None,
+                 evaluation=None):
         self.writes = env.is_main
         self.tree_name = tree_name
         self.results: list = []
@@ -67,6 +68,14 @@ class Experiment:
         self.again = False
         self.state_epoch = 0  # the epoch of the training state continued from, then of the last one saved
         self.created = False  # whether this process started writing the folder
+        # evaluation: a test of a saved run (filter_basis/engine/evaluation.py); its folder
+        # RUN/eval/<data_test>-<checkpoint> is the engine's own, replaced by the next test of that checkpoint
+        self.evaluation = evaluation
+        self.tested: dict = {}  # what a test run tested: {"weights": file[, "checkpoint": name]}
+        if evaluation is not None and evaluation.folder is not None:
+            self.auto = self.resuming = False
+            self.dir, self.kind, self.label = evaluation.folder, "evaluation", f"test of {evaluation.run}"
+            return
         self.auto = bool(getattr(args, "auto_resume", False))
         if self.auto:  # start-or-continue: --save NAME is continued when it holds a training state
             _refuse_files_on_the_way(args.dir_save, args.save, "--save")
@@ -158,15 +167,21 @@ class Experiment:
         """Start (or reopen) the folder: run.json, args.json, summary.json, log.txt."""
         if not self.writes:
             return
-        if args.reset and self.dir.exists():
-            shutil.rmtree(self.dir)
-        if self.again:  # only the engine's files from a start that never finished an epoch: start again
-            for entry in self.dir.iterdir():
-                if entry.name in START_FILES - {"log.txt", "model"}:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        (self.dir / "model").mkdir(parents=True, exist_ok=True)
-        self.created = True
-        self._write_record(args, basis_counts)
+        if self.evaluation is not None and self.evaluation.folder is not None:
+            self.evaluation.clear()  # the previous evaluation of these sets and checkpoint, nothing else
+            self.dir.mkdir(parents=True)
+            self.created = True
+            write_run_file(self.dir, self.evaluation.record(self.tree_name, "started"))
+        else:
+            if args.reset and self.dir.exists():
+                shutil.rmtree(self.dir)
+            if self.again:  # only the engine's files from a start that never finished an epoch: start again
+                for entry in self.dir.iterdir():
+                    if entry.name in START_FILES - {"log.txt", "model"}:
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            (self.dir / "model").mkdir(parents=True, exist_ok=True)
+            self.created = True
+            self._write_record(args, basis_counts)
         write_text_atomic(self.dir / "args.json", json.dumps(vars(args), indent=2, default=str) + "\n")
         write_text_atomic(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         self._log = open(self.dir / "log.txt", "a", buffering=1)
@@ -200,9 +215,12 @@ class Experiment:
                        status="finished" if epochs and epoch >= epochs else "training")
 
     def evaluated(self, best: Optional[dict]) -> None:
-        """Record the evaluation of a test-only folder (``--save NAME --test_only``)."""
+        """Record the evaluation of a test-only folder (``--save NAME --test_only``, or an evaluation
+        folder ``RUN/eval/<data_test>-<checkpoint>``)."""
         if self.writes and self.kind == "test":
             update_run(self.dir, status="finished", best=best)
+        elif self.writes and self.kind == "evaluation":
+            update_run(self.dir, status="finished")
 
     def log(self, line: str, echo_line: bool = True) -> None:
         """Append to log.txt (main process) and, unless told otherwise, echo to the terminal."""

@@ -205,14 +205,15 @@ def _validate_common(args: argparse.Namespace) -> None:
     if is_given(args.load) and args.save not in (SAVE_DEFAULT, args.load):
         raise OptionError(f"--load {args.load!r} with --save {args.save!r}: a continued run stays in its own "
                           f"folder; give --load {args.load} alone (or --save {args.save} alone: a new run)")
-    if args.resume > 0 and is_given(args.load):
+    if args.resume > 0 and is_given(args.load) and not args.test_only:  # a test picks model/model_N.pt
         raise OptionError(f"--resume {args.resume} is not supported; accepted: -1 or 0 (continue from the "
-                          f"latest training state of --load)")
-    if args.loss_norm and not args.summary and not Path(args.pre_train_optim).is_file():
+                          f"latest training state of --load), or N >= 1 with --test_only (test "
+                          f"model/model_N.pt, kept with --save_models)")
+    if args.loss_norm and not (args.summary or args.test_only) and not Path(args.pre_train_optim).is_file():
         raise OptionError(f"--loss_norm needs --pre_train_optim FILE: a state_dict of the dense baseline "
                           f"model; {args.pre_train_optim!r} is not a file")
     processes = launched_processes()
-    if args.batch_size % processes != 0:
+    if args.batch_size % processes != 0 and not args.test_only:
         raise OptionError(f"--batch_size {args.batch_size} is not divisible by the {processes} torchrun "
                           f"processes")
     experiment_folder(args.dir_save, args.save, "--save")
@@ -310,6 +311,23 @@ def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets,
 _NOT_GIVEN = object()
 
 
+class ParsedOptions(argparse.Namespace):
+    """The parsed options, plus ``given``: the names set on the command line or by ``--template``.
+
+    ``given`` lives in a slot, outside ``vars()``, so it never reaches ``args.json`` or a comparison of
+    options; a test run of a saved experiment takes every other option from the run
+    (:mod:`filter_basis.engine.evaluation`).
+    """
+
+    __slots__ = ("given",)
+
+
+def given_names(args: argparse.Namespace) -> Optional[set]:
+    """The options set on the command line (or by its ``--template``); ``None`` when unknown (a namespace
+    made by hand, not by :func:`parse`)."""
+    return getattr(args, "given", None) if isinstance(args, ParsedOptions) else None
+
+
 def given_options(parser: OptionParser, argv: Optional[Sequence[str]] = None) -> set:
     """Names of the options set on the command line (whatever their value), found by parsing ``argv``
     into a namespace whose attributes are all pre-set, so that argparse fills in no default."""
@@ -323,12 +341,15 @@ def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
           validate: Callable = lambda args: None) -> argparse.Namespace:
     """argparse -> notes for ignored options -> templates (told which options were given, to note the
     ones they override) -> post-processing -> validation -> warnings."""
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv, ParsedOptions())
     for name, default in parser.ignored:
         if getattr(args, name) != default:
             print(f"note: --{name} is accepted for compatibility with the official scripts and ignored",
                   file=sys.stderr)
-    templates(args, given_options(parser, argv))
+    given = given_options(parser, argv)
+    before = dict(vars(args))
+    templates(args, given)
+    args.given = given | {name for name, value in before.items() if getattr(args, name) != value}
     str2bool(args)
     postprocess(args)
     _validate_common(args)

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 from ..errors import DataError, report_errors
 from ..layers import set_basis_form
 from ..registry import Registry
-from . import basis_init
+from . import basis_init, evaluation
 from .checkpoint import seed_everything
 from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
@@ -60,6 +60,11 @@ class Tree:
     # (args, basis names, filters per basis) -> {option: value} that rebuild the model with those counts
     basis_count_options: Optional[Callable[[argparse.Namespace, list, list], dict]] = None
     log_model: Callable[[argparse.Namespace], bool] = lambda args: False  # SR's --print_model
+    # A test of a saved run (docs/testing.md): the tree's options that change the model's state_dict or
+    # forward pass (compared with the run's, besides evaluation.MODEL_OPTIONS), and the tree's options that
+    # belong to the invocation, never taken from the run (besides evaluation.INVOCATION_OPTIONS)
+    model_options: tuple = ()
+    invocation_options: tuple = ()
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
@@ -90,9 +95,10 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Optional[Trainer]:
-    experiment = Experiment(args, env, tree.name)  # refuses a folder it must not touch before any write
+    tested = evaluation.settle(tree, args)  # a test of a saved run: its options, checkpoint and eval folder
+    experiment = Experiment(args, env, tree.name, tested)  # refuses a folder it must not touch, before writes
     try:
-        return _run_in(experiment, tree, args, env)
+        return _run_in(experiment, tree, args, env, tested)
     except KeyboardInterrupt:
         raise interrupted(experiment, args) from None
     except Exception:
@@ -123,7 +129,8 @@ def _finished(line: str, env: DistEnv) -> None:
         print(line)
 
 
-def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: DistEnv) -> Optional[Trainer]:
+def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: DistEnv,
+            tested: Optional[evaluation.Evaluation]) -> Optional[Trainer]:
     may_change = tree.resume_may_change + (tree.pretrained_option,)
     dense_init = _settle_counts(experiment, tree, args)
     if dense_init is not None and dense_init.choice is not None and env.is_main:
@@ -146,8 +153,14 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
     model = tree.build_model(args)
     set_basis_form(model, args.basis_form)
     pretrained = getattr(args, tree.pretrained_option)
-    if is_given(pretrained):
+    if tested is not None:
+        evaluation.load_weights(tree, model, tested, args)
+        experiment.tested = {"checkpoint": tested.checkpoint, "weights": str(tested.weights)}
+    elif is_given(pretrained):
         tree.load_pretrained(model, pretrained, args)
+        if args.test_only and os.path.isfile(pretrained):
+            experiment.tested = {"weights": os.path.abspath(pretrained)}
+    evaluation.refuse_untrained(tree, args, model)
     if dense_init is not None:
         dense_init.apply(model)
     runtime.prepare(model)
@@ -176,11 +189,17 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
         dense_init.reestimate(model, bn_loader, runtime)
     trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders,
                                  schedule=tree.schedule(args))
+    if tested is not None:
+        trainer.epoch = tested.epoch
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
     experiment.create(args, info, dense_init.counts_record() if dense_init is not None else None)
+    barrier(env)  # a replaced evaluation folder is gone before any process writes into the new one
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
+    if tested is not None:
+        experiment.log(f"testing {tested.weights} (checkpoint {tested.checkpoint}, epoch {tested.epoch}) of "
+                       f"{tested.run} with the run's options")
     if dense_init is not None:
         dense_init.write(experiment)
     if tree.log_model(args):

@@ -35,6 +35,23 @@ MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training sto
 INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
 
 
+LIST_OUTPUTS = 20  # a test run names each file it wrote up to this many per folder, else folder and count
+
+
+def output_lines(paths: list) -> list:
+    """Lines naming the files a test run wrote: each path, or per folder the folder and the count."""
+    folders: dict = {}
+    for path in paths:
+        folders.setdefault(path.parent, []).append(path)
+    lines = []
+    for folder, files in folders.items():
+        if len(files) <= LIST_OUTPUTS:
+            lines += [f"wrote {path}" for path in files]
+        else:
+            lines.append(f"wrote {len(files)} images to {folder}")
+    return lines
+
+
 class TrainingStopped(RunStopped):
     """Training cannot go on (the loss keeps diverging); reported as one line, exit status 1."""
 
@@ -107,6 +124,10 @@ class Trainer(abc.ABC):
         except (KeyError, NotImplementedError):
             return None
 
+    def saved_outputs(self) -> list:
+        """Files a test run wrote besides the record (SR: the super-resolved images); printed after it."""
+        return []
+
     # ----- helpers for the hooks -----
     def to_device(self, tensor: torch.Tensor, cast: bool = True) -> torch.Tensor:
         return self.runtime.to_device(tensor, cast)
@@ -119,8 +140,11 @@ class Trainer(abc.ABC):
         """--test_only: one evaluation; otherwise train up to --epochs (0: no end), evaluating after each."""
         if self.args.test_only:
             metrics = self.evaluate()
-            self.log(self._describe(self.epoch, metrics))
-            self.experiment.record({"epoch": self.epoch, "metrics": metrics})
+            if metrics:  # (a Demo set has nothing to measure)
+                self.log(self._describe(self.epoch, metrics))
+            for line in output_lines(self.saved_outputs()):
+                self.log(line)
+            self.experiment.record({"epoch": self.epoch, "metrics": metrics, **self.experiment.tested})
             self.experiment.evaluated(self._test_best(metrics))
             return
         while not self.args.epochs or self.epoch < self.args.epochs:
