@@ -37,13 +37,54 @@ def test_every_planned_command_is_accepted_by_its_tree(smoke, tmp_path):
                                       "Bicubic", "EDSR", "EDSR_Basis", "EDSR_Factor"]
     for run in runs:
         argv = quickstart.command(run, tmp_path, "--reset")[2:]
+        flags = [token for token in argv if token.startswith("--")]
+        assert len(flags) == len(set(flags)), f"an option given twice: {argv}"
         args = (cls_args if run.task == quickstart.CLASSIFICATION else sr_args)(argv)
         assert args.model == run.name and args.save == run.name and args.reset
         assert run.test_only == args.test_only
         if not run.test_only:
             assert args.epochs == run.epochs
+            assert args.print_every == 1000  # no template overrides the quickstart's own value
+        if smoke and run.task == quickstart.SUPER_RESOLUTION:
+            assert args.data_test == "Set5"
+            assert run.test_only or (args.batch_size, args.patch_size) == (4, 48)
     edsr = sr_args(quickstart.command(runs[5], tmp_path, "--load")[2:])
     assert edsr.load == "EDSR" and edsr.scale == [2] and edsr.save_results and not edsr.reset
+
+
+def test_merged_options_replace_in_place():
+    parts = ["--a", "1", "--b", "--c", "x", "y"], ["--c", "z", "--d", "2"], ["--a", "3"]
+    assert quickstart.merged(*parts) == ["--a", "3", "--b", "--c", "z", "--d", "2"]
+
+
+def test_smoke_runs_have_their_own_folder_a_short_eta_and_unjudged_checks(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(quickstart, "run_all", lambda runs, out, reset: seen.append(out))
+    monkeypatch.setattr(quickstart, "report", lambda runs, out, smoke=False: seen.append(smoke))
+    assert quickstart.main(["--smoke"]) == 0 and quickstart.main([]) == 0
+    assert seen == [quickstart.ROOT / "experiment" / "quickstart_smoke", True,
+                    quickstart.ROOT / "experiment" / "quickstart", False]
+    monkeypatch.chdir(tmp_path)  # a relative --out is taken from the current folder
+    assert quickstart.main(["--smoke", "--out", "mine"]) == 0 and seen[-2] == tmp_path / "mine"
+    assert "cd " not in (SCRIPTS / "quickstart.sh").read_text()  # the wrapper keeps the caller's folder
+
+    smoke, real = quickstart.Progress(quickstart.plan(True)), quickstart.Progress(quickstart.plan(False))
+    assert smoke.left() <= 120 and real.left() >= 600  # the first ETA of a smoke run is not the real one's
+
+    tables = {"classification": collect_table([{"model": "ResNet", "top-1 error % (last)": 80.0}]),
+              "super_resolution": collect_table([{"model": "EDSR_Basis", "Set5_x2 PSNR (last)": 20.0},
+                                                 {"model": "Bicubic", "Set5_x2 PSNR (last)": 25.0}])}
+    lines = quickstart.checks(tables, smoke=True)
+    assert lines[0] == quickstart.SMOKE_NOTE and "numbers mean nothing" in lines[0]
+    assert lines[1:] == ["check: Digits ResNet top-1 error 80.00% (target <= 3%): not judged (smoke run)",
+                         "check: Set5 x2 EDSR_Basis 20.00 dB vs Bicubic 25.00 dB, -5.00 dB "
+                         "(target >= +0.5 dB): not judged (smoke run)"]
+    assert all("NOT reached" not in line for line in lines)
+    assert quickstart.checks(tables)[0].endswith("NOT reached")
+
+
+def collect_table(rows):
+    return quickstart.collect.Table("x", [], rows)
 
 
 def fake_runner(calls, fail=None, stop_at_epoch=None):
