@@ -442,3 +442,14 @@ def test_evaluate_finds_released_files_first_then_our_experiment_folders(driver,
     assert driver.find_checkpoint(configs["ResNet56_Factor"], tmp_path) is None
     assert configs["EDSR_X2_L32"].official_file == "EDSR_X2_L32.pt"
     assert configs["SRResNet_X4"].official_file == "SRResNet_X4_L16.pt" and not configs["VGG16"].official_file
+
+
+def test_evaluate_with_nothing_to_evaluate_names_what_it_looked_for(tmp_path, driver, monkeypatch, capfd):
+    empty = tmp_path / "released"
+    empty.mkdir()
+    env = _env(tmp_path, tmp_path / "save", ONLY="ResNet56_Basis,VGG16")
+    code, out, err = _drive(driver, monkeypatch, capfd, env, "evaluate", str(empty))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err == (f"error: nothing to evaluate in {empty}: looked for the released files ResNet_Basis.pt and "
+                   "<configuration>/model/model_best.pt of 2 configuration(s) (VGG16, ResNet56_Basis)\n")
+    assert not (tmp_path / "save").exists()

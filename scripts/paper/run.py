@@ -532,8 +532,10 @@ def command_evaluate(model_dir: Path, settings: Settings, configs: List[Config])
               f"{', '.join(missing)}")
     present = [c for c in chosen if c.name in checkpoints]
     if not present:
-        print(f"nothing to evaluate in {model_dir}")
-        return
+        released = [c.official_file for c in chosen if c.official_file]
+        raise OptionError(f"nothing to evaluate in {model_dir}: looked for the released files "
+                          f"{', '.join(released) or '(none)'} and <configuration>/model/model_best.pt of "
+                          f"{len(chosen)} configuration(s) ({', '.join(c.name for c in chosen)})")
     check_data([(c.tree, c.test + common_options(settings, settings.dir_save) + settings.extra)
                 for c in present])
     settings.choose_devices()
