@@ -41,14 +41,13 @@ from typing import Mapping, Optional, Sequence
 
 from .engine.checkpoint import write_atomic, write_text_atomic
 from .engine.meters import flatten
+from .engine.record import EVAL_DIR, NotAnExperiment, is_experiment
+from .engine.record import read_run as read_record
 from .errors import UserError
 
 CLASSIFICATION = "classification"
 SUPER_RESOLUTION = "super_resolution"
 TRAINING, EVALUATION, DEMO = "training", "evaluation", "demo"
-FILES = ("args.json", "summary.json", "results.json")
-EVAL_DIR = "eval"  # RUN/eval/<data_test>-<checkpoint>/: the test-only evaluations of RUN
-RUN_FILE = "run.json"
 
 # Options that say where and how a run was stored or shown, not what was trained: never in a row label.
 NOT_LABELS = frozenset({
@@ -57,10 +56,6 @@ NOT_LABELS = frozenset({
     "download", "test_only", "made_by", "auto_resume", "tensorboard", "save_every_steps",
 })
 UNSET = (None, False, "", ".", [], "None")  # an option left at "off": not written in a label
-
-
-class NotAnExperiment(Exception):
-    """A folder that is not (or not yet) an experiment folder; the message says why."""
 
 
 @dataclass
@@ -81,6 +76,8 @@ class Run:
     tested: str = ""
     source: Optional[Path] = None
     best: Optional[dict] = None
+    tree: Optional[str] = None
+    evaluations: list = field(default_factory=list)
 
     def __post_init__(self):
         self.name = self.name or self.folder.name
@@ -91,6 +88,8 @@ class Run:
 
     @property
     def task(self) -> str:
+        if self.tree:
+            return SUPER_RESOLUTION if self.tree == "super_resolution" else CLASSIFICATION
         keys = [k for r in self.results for k in flatten(r["metrics"])]
         if any(k == "psnr" or k.endswith("/psnr") for k in keys):
             return SUPER_RESOLUTION
@@ -118,24 +117,7 @@ class Table:
     kind: str = TRAINING
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise NotAnExperiment(f"{path.parent}: {path.name} is not readable JSON ({error})") from None
-
-
-def _record(folder: Path) -> dict:
-    path = folder / RUN_FILE
-    if not path.is_file():
-        return {}
-    value = _json(path)
-    return value if isinstance(value, dict) else {}
-
-
-def _check_results(folder: Path, results) -> list:
-    if not isinstance(results, list):
-        raise NotAnExperiment(f"{folder}: results.json does not have the run layout (a list of records)")
+def _check_results(folder: Path, results: list) -> list:
     if not results or not all(isinstance(r, dict) and "epoch" in r and isinstance(r.get("metrics"), dict)
                               for r in results):
         raise NotAnExperiment(f"{folder}: results.json holds no evaluation yet")
@@ -146,48 +128,54 @@ def _has_metrics(results: list) -> bool:
     return any(flatten(r["metrics"]) for r in results)
 
 
+def _summary(folder: Path) -> dict:
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def read_run(folder) -> Run:
-    """The run in ``folder``; :class:`NotAnExperiment` when a file is missing, unreadable or empty."""
+    """The run in ``folder`` (read by the engine's :func:`~filter_basis.engine.record.read_run`), or one
+    evaluation ``RUN/eval/<data_test>-<checkpoint>``; :class:`NotAnExperiment` when it is not one or has
+    no evaluation yet."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise NotAnExperiment(f"{folder}: not a folder")
-    if folder.parent.name == EVAL_DIR and (folder.parent.parent / "args.json").is_file():
-        return _read_evaluation(folder, folder.parent.parent)
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        raise NotAnExperiment(f"{folder}: not an experiment folder (no {', '.join(missing)})")
-    args, summary, results = (_json(folder / name) for name in FILES)
-    if not isinstance(args, dict) or not isinstance(summary, dict):
-        raise NotAnExperiment(f"{folder}: args.json, summary.json, results.json do not have the run layout")
-    results = _check_results(folder, results)
-    record = _record(folder)
-    run = Run(folder, args, summary, results, best=record.get("best"))
-    if record.get("kind") == EVALUATION or args.get("test_only"):
+    if folder.parent.name == EVAL_DIR and is_experiment(folder.parent.parent):
+        parent = _from_record(read_record(folder.parent.parent))
+        for evaluation in read_record(folder.parent.parent).evaluations:
+            if evaluation.folder.name == folder.name:
+                return _evaluation(parent, evaluation)
+        raise NotAnExperiment(f"{folder}: an evaluation folder without results")
+    return _from_record(read_record(folder))
+
+
+def _from_record(record) -> Run:
+    folder = record.folder
+    results = _check_results(folder, record.results)
+    run = Run(folder, dict(record.options), _summary(folder), results, best=record.best, tree=record.tree)
+    args = run.args
+    if record.kind != TRAINING or args.get("test_only"):
         run.kind = EVALUATION if _has_metrics(results) else DEMO
         tested = next((args[o] for o in PRETRAINED_OPTIONS if isinstance(args.get(o), str)
                        and args[o] not in ("", ".")), "")
         run.tested = Path(tested).name if tested else ""
         if tested and Path(tested).parent.name == "model":
             run.source = Path(tested).parent.parent
-        if run.kind == EVALUATION and summary.get("weight_params") == 0:
+        if run.kind == EVALUATION and run.summary.get("weight_params") == 0:
             run.kind = TRAINING  # a model without weights (Bicubic): a reference row, nothing trained
+    run.evaluations = list(record.evaluations)
     return run
 
 
-def _read_evaluation(folder: Path, parent: Path) -> Run:
-    """``RUN/eval/<data_test>-<checkpoint>/``: its results, RUN's options (with the tested set)."""
-    if not (folder / "results.json").is_file():
-        raise NotAnExperiment(f"{folder}: an evaluation folder without results.json")
-    results = _check_results(folder, _json(folder / "results.json"))
-    own = _record(folder)
-    data_test, _, checkpoint = folder.name.rpartition("-")
-    args = dict(_json((folder if (folder / "args.json").is_file() else parent) / "args.json"))
-    args["data_test"] = own.get("data_test", data_test or args.get("data_test"))
-    summary_file = folder / "summary.json" if (folder / "summary.json").is_file() else parent / "summary.json"
-    summary = _json(summary_file) if summary_file.is_file() else {}
-    return Run(folder, args, summary, results, kind=EVALUATION if _has_metrics(results) else DEMO,
-               name=f"{parent.name}/{EVAL_DIR}/{folder.name}", tested=str(own.get("checkpoint", checkpoint)),
-               source=parent)
+def _evaluation(parent: Run, evaluation) -> Run:
+    """``RUN/eval/<data_test>-<checkpoint>/``: its results, RUN's options with the set it tested."""
+    results = _check_results(evaluation.folder, evaluation.results)
+    args = {**parent.args, "data_test": evaluation.data_test, "test_only": True}
+    summary = _summary(evaluation.folder) or parent.summary
+    return Run(evaluation.folder, args, summary, results, kind=EVALUATION if _has_metrics(results) else DEMO,
+               name=f"{parent.name}/{EVAL_DIR}/{evaluation.folder.name}", tested=evaluation.checkpoint,
+               source=parent.folder, tree=parent.tree)
 
 
 def read_runs(folders: Sequence) -> tuple:
@@ -196,17 +184,16 @@ def read_runs(folders: Sequence) -> tuple:
     runs, skipped = [], []
     for folder in folders:
         try:
-            runs.append(read_run(folder))
+            run = read_run(folder)
         except NotAnExperiment as reason:
             skipped.append((Path(folder), str(reason)))
             continue
-        evaluations = Path(folder) / EVAL_DIR
-        if evaluations.is_dir():
-            for sub in sorted(p for p in evaluations.iterdir() if p.is_dir()):
-                try:
-                    runs.append(read_run(sub))
-                except NotAnExperiment as reason:
-                    skipped.append((sub, str(reason)))
+        runs.append(run)
+        for evaluation in run.evaluations:
+            try:
+                runs.append(_evaluation(run, evaluation))
+            except NotAnExperiment as reason:
+                skipped.append((evaluation.folder, str(reason)))
     return runs, skipped
 
 
@@ -251,34 +238,13 @@ def _metric_keys(runs: Sequence[Run], suffixes: Sequence[str]) -> list:
     return found
 
 
-def score_key(run: Run, record: dict) -> tuple:
-    """``(flattened metric key, higher is better)`` the trainer ranks ``record`` by: on the first
-    ``--data_test`` set, top-1 error (top-5 unless ``--top 1``) or PSNR at the first scale."""
-    first = str(run.args.get("data_test", "")).split("+")[0]
-    flat = flatten(record["metrics"])
-    if run.task == SUPER_RESOLUTION:
-        scale = run.args.get("scale", [2])
-        scale = scale[0] if isinstance(scale, list) else scale
-        return f"{first}_x{scale}/psnr", True
-    metric = "top1_error" if run.args.get("top", 1) == 1 else "top5_error"
-    return (metric if metric in flat else f"{first}/{metric}"), False
-
-
 def best_record(run: Run) -> Optional[dict]:
-    """The record of the epoch the trainer kept as ``model_best.pt``: its own record (run.json) when the
-    folder has one, else derived as the trainer derives it (strict improvements only: the first of equal
-    scores stays best)."""
-    if run.best and "epoch" in run.best:
-        return next((r for r in run.trained if r["epoch"] == run.best["epoch"]), None)
-    best, best_score = None, None
-    for record in run.trained:
-        key, higher = score_key(run, record)
-        score = flatten(record["metrics"]).get(key)
-        if score is None:
-            continue
-        if best is None or (score > best_score if higher else score < best_score):
-            best, best_score = record, score
-    return best
+    """The record of the epoch the trainer kept as ``model_best.pt``, as the run's record says (for folders
+    of older versions the engine's reader derives it as the trainer does: the first ``--data_test`` set,
+    the tree's score, the first of equal scores)."""
+    if not run.best or "epoch" not in run.best:
+        return None
+    return next((r for r in run.trained if r["epoch"] == run.best["epoch"]), None)
 
 
 METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "top1_error": "top-1 error %", "top5_error": "top-5 error %"}
@@ -566,8 +532,8 @@ def collect(folders: Sequence, out, name: Optional[str] = None, expected: Option
     if not groups:
         if any(run.kind == DEMO for run in runs):
             return {}
-        raise UserError(f"no experiment folder among {[str(f) for f in folders]} (each needs "
-                        f"{', '.join(FILES)} with at least one evaluation)")
+        raise UserError(f"no experiment folder among {[str(f) for f in folders]} (each needs its "
+                        f"run.json, or args.json and results.json, with at least one evaluation)")
     tasks = {task for task, _ in groups}
     kinds = {evaluation for _, evaluation in groups}
     tables = {}

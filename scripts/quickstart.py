@@ -6,14 +6,15 @@ Bicubic).  Every run is an ordinary ``main.py`` command (printed before it start
 folder lands under ``experiment/quickstart/<task>/<run>``; then ``filter_basis.collect`` prints and
 writes a table and a plot per task, and ``quickstart_figure.py`` draws the SR comparison picture.
 
-A finished run is reused when the script runs again with the same settings (``--reset`` redoes all);
-an interrupted one continues from its last epoch.  The device is the trees' choice (CUDA when present).
+A finished run is reused when the script runs again with the same settings, an interrupted one continues
+from its last epoch; a run of its own with other settings is redone (``--reset`` redoes all).  It never
+replaces a folder it did not make (docs/results.md, "The tools' rules").  The device is the trees' choice
+(CUDA when present).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -28,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quickstart_figure import comparison_figure  # noqa: E402
 
-from filter_basis import collect  # noqa: E402
-from filter_basis.engine.checkpoint import write_text_atomic  # noqa: E402
-from filter_basis.engine.experiment import STATE_FILE  # noqa: E402
+from filter_basis import collect, reuse  # noqa: E402
+from filter_basis.engine.record import NotAnExperiment, read_run  # noqa: E402
+from filter_basis.errors import UserError  # noqa: E402
 
 CLASSIFICATION, SUPER_RESOLUTION = collect.CLASSIFICATION, collect.SUPER_RESOLUTION
 MAIN = {CLASSIFICATION: ROOT / "image_classification" / "main.py",
@@ -120,10 +121,22 @@ def loader_threads() -> int:
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
-def command(run: Run, out: Path, mode: str) -> list:
-    """The ``main.py`` command line; ``mode`` is ``--reset`` (start afresh) or ``--load`` (continue)."""
-    where = ["--dir_save", str(out / run.task)]
-    where += ["--save", run.name, "--reset"] if mode == "--reset" else ["--load", run.name]
+TOOL = "quickstart"  # the made_by of its runs: the only runs it replaces unasked
+TREES = {CLASSIFICATION: "image_classification", SUPER_RESOLUTION: "super_resolution"}
+
+
+def folder(run: Run, out: Path) -> Path:
+    return out / run.task / run.name
+
+
+def command(run: Run, out: Path, action: str) -> list:
+    """The ``main.py`` command line for ``action``: ``replace`` starts it afresh (``--reset``), ``start``
+    and ``continue`` are one command (``--auto_resume``: the engine starts or continues the folder)."""
+    where = ["--dir_save", str(out / run.task), "--save", run.name, "--made_by", TOOL]
+    if action == reuse.REPLACE:
+        where.append("--reset")
+    elif not run.test_only:
+        where.append("--auto_resume")
     threads = ["--n_threads", str(loader_threads())]
     return [sys.executable, str(MAIN[run.task])] + run.options + threads + where
 
@@ -135,54 +148,33 @@ def shown(cmd: list) -> str:
     return " ".join(shlex.quote(part) for part in parts)
 
 
-def finished(folder: Path, run: Run) -> bool:
-    """The run's results.json holds its last evaluation (the test, or the final epoch)."""
+def decide(run: Run, out: Path, reset: bool) -> reuse.Decision:
+    """What to do with the run's folder (the tools' rules of filter_basis.reuse, docs/results.md): reuse a
+    finished run made with the same options, continue an interrupted one, start an absent one; redo
+    (replace) only the quickstart's own runs -- when their settings changed, when they cannot be
+    continued, or when the user asked (--reset).  Any other folder is refused (:class:`reuse.Refused`)."""
+    where = folder(run, out)
+    if reset:
+        return reuse.may_replace(where, TOOL, asked=True)
     try:
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, ValueError):
+        return reuse.decide(where, TOOL, TREES[run.task], command(run, out, reuse.START)[2:])
+    except reuse.Refused as refusal:
+        if refusal.record is not None and refusal.record.made_by == TOOL:
+            return reuse.Decision(reuse.REPLACE, refusal.record)
+        raise
+
+
+def done(run: Run, out: Path) -> bool:
+    """Whether the run's folder holds its last evaluation (the test, or the final epoch), by its record."""
+    try:
+        record = read_run(folder(run, out))
+    except NotAnExperiment:
         return False
-    return bool(results) and (run.test_only or results[-1].get("epoch") == run.epochs)
+    return bool(record.results) if run.test_only else record.epochs_done >= run.epochs
 
 
-class Manifest:
-    """``experiment/quickstart/runs.json``: the options each run was started with, and whether it ended.
-
-    A run is reused only if it was started with the same options; otherwise it is redone.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.entries = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def key(self, run: Run) -> str:
-        return f"{run.task}/{run.name}"
-
-    def same_options(self, run: Run) -> bool:
-        return self.entries.get(self.key(run), {}).get("options") == run.options
-
-    def mark(self, run: Run, state: str, seconds: float = 0.0) -> None:
-        try:  # another quickstart process (--only) may have recorded its runs meanwhile: the file is newer
-            self.entries = {**self.entries, **json.loads(self.path.read_text())}
-        except (OSError, ValueError):
-            pass
-        self.entries[self.key(run)] = {"options": run.options, "state": state, "seconds": round(seconds, 1)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, json.dumps(self.entries, indent=2) + "\n")
-
-
-def decide(run: Run, out: Path, manifest: Manifest, reset: bool) -> str:
-    """``reuse``, ``--load`` (continue an interrupted run with the same options) or ``--reset``."""
-    folder = out / run.task / run.name
-    if reset or not manifest.same_options(run):
-        return "--reset"
-    if finished(folder, run):
-        return "reuse"
-    if not run.test_only and (folder / STATE_FILE).is_file():
-        return "--load"
-    return "--reset"
+def trained_seconds(record) -> float:
+    return sum(r.get("time_s", 0.0) for r in record.results if "train_loss" in r)
 
 
 def clock(seconds: float) -> str:
@@ -232,18 +224,19 @@ def execute(cmd: list, log, echo=print) -> int:
 
 
 def run_all(runs: list, out: Path, reset: bool, runner=execute, write=print) -> None:
-    """Run (or reuse) every run in order; stop with the run's exit status if one fails."""
-    manifest = Manifest(out / "runs.json")
+    """Run (or reuse) every run in order; stop with the run's exit status if one fails.  Every folder is
+    decided before the first run starts: a refused one stops the quickstart before it changes anything."""
+    decisions = [decide(run, out, reset) for run in runs]
     progress = Progress(runs, write)
-    for run in runs:
-        action = decide(run, out, manifest, reset)
-        progress.starting(run, {"reuse": "reusing", "--load": "continuing", "--reset": "running"}[action])
-        if action == "reuse":
-            progress.finished(run, manifest.entries[manifest.key(run)].get("seconds", 0.0), reused=True)
+    for run, decision in zip(runs, decisions):
+        action = decision.action
+        progress.starting(run, {reuse.FINISHED: "reusing", reuse.CONTINUE: "continuing",
+                                reuse.START: "running", reuse.REPLACE: "redoing"}[action])
+        if action == reuse.FINISHED:
+            progress.finished(run, trained_seconds(decision.record), reused=True)
             continue
         cmd = command(run, out, action)
         write("    " + shown(cmd))
-        manifest.mark(run, "started")
         log_path = out / "logs" / f"{run.task}_{run.name}.txt"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -253,7 +246,6 @@ def run_all(runs: list, out: Path, reset: bool, runner=execute, write=print) -> 
             write(f"[quickstart] {run.task} {run.name} failed (exit status {status}); its output: {log_path}")
             sys.exit(status)
         seconds = time.monotonic() - started
-        manifest.mark(run, "finished", seconds)
         progress.finished(run, seconds)
     write(f"[quickstart] all {len(runs)} runs finished in {clock(time.monotonic() - progress.start)}")
 
@@ -263,14 +255,13 @@ def report(runs: list, out: Path, dir_data: Path = ROOT / "datasets", write=prin
     """Tables (printed, and written as ``<task>.md/.csv/.png`` under ``out``), the SR picture, the checks."""
     tables = {}
     for task in (CLASSIFICATION, SUPER_RESOLUTION):
-        folders = [out / r.task / r.name for r in runs
-                   if r.task == task and finished(out / r.task / r.name, r)]
+        folders = [folder(r, out) for r in runs if r.task == task and done(r, out)]
         if not folders:
             continue
         table = collect.collect(folders, out, name=task, warn=write)[task]
         tables[task] = table
         write(f"\n{task} ({out / (task + '.md')}, plot {task}.png):\n\n{collect.to_markdown(table)}")
-    names = [r.name for r in runs if r.task == SUPER_RESOLUTION and finished(out / r.task / r.name, r)]
+    names = [r.name for r in runs if r.task == SUPER_RESOLUTION and done(r, out)]
     outputs = {name: out / SUPER_RESOLUTION / name / "results" for name in ("Bicubic", "EDSR", "EDSR_Basis")}
     if {"Bicubic", "EDSR", "EDSR_Basis"} <= set(names) and all(
             (folder / "Set5_x2" / "butterfly_SR.png").is_file() for folder in outputs.values()):
@@ -341,7 +332,15 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--only {','.join(unknown)}: not a quickstart run; the runs are "
                      f"{', '.join(r.name for r in runs)}")
-    run_all([r for r in runs if not only or r.name in only], out, args.reset)
+    try:
+        run_all([r for r in runs if not only or r.name in only], out, args.reset)
+    except UserError as refusal:  # a folder it must not touch: one line, nothing changed
+        print(f"error: {refusal}", file=sys.stderr)
+        return refusal.exit_code
+    except KeyboardInterrupt:
+        print("\n[quickstart] stopped (Ctrl-C); finished epochs are kept: run the same command again to "
+              "continue", file=sys.stderr)
+        return 130
     report(runs, out, smoke=args.smoke)
     return 0
 

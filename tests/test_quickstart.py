@@ -3,6 +3,7 @@ should, the time left follows the measured speed, the report writes tables and t
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -88,37 +89,53 @@ def collect_table(rows):
 
 
 def fake_runner(calls, fail=None, stop_at_epoch=None):
-    """Stands in for main.py: writes the experiment folder a finished (or interrupted) run leaves."""
+    """Stands in for main.py: writes the experiment folder (with its run.json record) a finished or
+    interrupted run leaves, continuing a folder with a training state under --auto_resume."""
     def runner(cmd, log):
         argv = cmd[2:]
         calls.append(argv)
         get = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None  # noqa: E731
-        name = get("--save") or get("--load")
+        name = get("--save")
         if name == fail:
             return 3
         folder = Path(get("--dir_save")) / name
+        if "--reset" in argv and folder.exists():
+            shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        epochs = 0 if "--test_only" in argv else int(get("--epochs"))
+        classification = "ResNet" in name
+        args = (cls_args if classification else sr_args)(argv)
+        epochs = 0 if args.test_only else args.epochs
         last = stop_at_epoch if stop_at_epoch is not None and epochs else epochs
-        metrics = {"top1_error": 1.0} if "ResNet" in name else {"Set5_x2": {"psnr": 30.0, "ssim": 0.9}}
-        results = [{"epoch": e, "metrics": metrics, "time_s": 1.0} for e in range(1, last + 1)] or \
-            [{"epoch": 0, "metrics": metrics}]
-        files = {"args.json": {"model": get("--model")}, "summary.json": {"weight_params": 5},
-                 "results.json": results}
+        metrics = {"top1_error": 1.0} if classification else {"Set5_x2": {"psnr": 30.0, "ssim": 0.9}}
+        results = [{"epoch": e, "metrics": metrics, "train_loss": 0.1, "time_s": 1.0}
+                   for e in range(1, last + 1)] or [{"epoch": 0, "metrics": metrics}]
+        record = {"format": 1, "tree": "image_classification" if classification else "super_resolution",
+                  "kind": "test" if args.test_only else "training", "made_by": args.made_by,
+                  "epochs_planned": epochs, "epochs_done": last, "best": None, "basis_counts": None,
+                  "status": "finished" if last == epochs else "training"}
+        files = {"args.json": json.loads(json.dumps(vars(args), default=str)), "results.json": results,
+                 "summary.json": {"weight_params": 0 if args.model == "Bicubic" else 5}, "run.json": record}
         for file, content in files.items():
             (folder / file).write_text(json.dumps(content))
-        (folder / "training_state.pt").write_bytes(b"")
+        if not args.test_only:
+            (folder / "training_state.pt").write_bytes(b"")
         return 0
     return runner
 
 
+def _models(calls):
+    return [argv[argv.index("--model") + 1] for argv in calls]
+
+
 def test_runs_are_reused_continued_or_redone(tmp_path):
-    runs = quickstart.plan()[:2] + quickstart.plan()[4:5]
+    runs = quickstart.plan(smoke=True)[:2] + quickstart.plan(smoke=True)[4:5]
     lines, calls = [], []
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
-    assert len(calls) == 3 and all("--reset" in argv for argv in calls)
-    manifest = json.loads((tmp_path / "runs.json").read_text())
-    assert manifest["classification/ResNet"]["state"] == "finished"
+    assert len(calls) == 3 and not any("--reset" in argv for argv in calls)
+    assert ["--auto_resume" in argv for argv in calls] == [True, True, False]  # Bicubic: a test
+    assert all(argv[argv.index("--made_by") + 1] == "quickstart" for argv in calls)
+    assert json.loads((tmp_path / "classification" / "ResNet" / "run.json").read_text())["made_by"] == \
+        "quickstart"
 
     calls.clear()
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
@@ -126,7 +143,8 @@ def test_runs_are_reused_continued_or_redone(tmp_path):
 
     runs[1].options = runs[1].options + ["--lr", "0.05"]  # other settings: that run only is redone
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
-    assert [argv[argv.index("--model") + 1] for argv in calls] == ["ResNet_Basis"]
+    assert _models(calls) == ["ResNet_Basis"] and "--reset" in calls[0]
+    assert "redoing classification ResNet_Basis" in "\n".join(lines)
 
     calls.clear()
     quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner(calls), write=lines.append)
@@ -134,17 +152,48 @@ def test_runs_are_reused_continued_or_redone(tmp_path):
 
 
 def test_an_interrupted_run_continues_and_a_failed_one_stops(tmp_path):
-    runs = quickstart.plan()[:1]
-    calls = []
+    runs = quickstart.plan(smoke=True)[:1]
+    runs[0].options = quickstart.merged(runs[0].options, ["--epochs", "3"])
+    runs[0].epochs = 3
+    calls, lines = [], []
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls, stop_at_epoch=2), write=print)
     calls.clear()
-    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=print)
-    assert "--load" in calls[0] and "--reset" not in calls[0]
-    lines = []
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
+    assert "--auto_resume" in calls[0] and "--reset" not in calls[0]
+    assert lines[0].startswith("[quickstart 1/1] continuing classification ResNet")
     with pytest.raises(SystemExit) as stop:
         quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner([], fail="ResNet"),
                            write=lines.append)
     assert stop.value.code == 3 and "failed (exit status 3)" in lines[-1]
+
+
+def test_folders_the_quickstart_did_not_make_are_refused_untouched(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "quick"
+    mine = out / "classification" / "ResNet"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("keep me\n")
+    (out / "classification.md").write_text("my table\n")
+    calls = []
+    monkeypatch.setattr(quickstart, "execute", fake_runner(calls))
+    assert quickstart.main(["--smoke", "--only", "ResNet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {mine} is not an experiment folder") and len(err.splitlines()) == 1
+    assert calls == [] and (mine / "precious.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["precious.txt"]
+    assert (out / "classification.md").read_text() == "my table\n"
+    assert quickstart.main(["--smoke", "--only", "ResNet", "--out", str(out), "--reset"]) == 2  # even asked
+    assert (mine / "precious.txt").is_file() and calls == []
+
+    # a run of the user's (no made_by) with other options: refused, naming the option and both values
+    runs = quickstart.plan(smoke=True)[1:2]
+    user_run = quickstart.command(runs[0], out, quickstart.reuse.START)
+    user_run = [t for t in user_run if t not in ("--made_by", "quickstart")] + ["--lr", "0.5"]
+    fake_runner([])(user_run, None)
+    with pytest.raises(quickstart.reuse.Drifted, match=r"--lr 0\.1 \(saved 0\.5\); quickstart neither uses"):
+        quickstart.run_all(runs, out, reset=False, runner=fake_runner(calls), write=lambda line: None)
+    assert calls == []
+    quickstart.run_all(runs, out, reset=True, runner=fake_runner(calls), write=lambda line: None)
+    assert len(calls) == 1 and "--reset" in calls[0]  # the user asked the quickstart to redo its runs
 
 
 def test_time_left_follows_the_measured_speed():
@@ -225,15 +274,3 @@ def test_shell_scripts_share_one_environment_setup():
     for script in ("test.sh", "quickstart.sh"):
         text = (SCRIPTS / script).read_text()
         assert 'source "$(dirname "${BASH_SOURCE[0]}")/env.sh"' in text and "pip install" not in text
-
-
-def test_two_quickstart_processes_keep_each_others_records(tmp_path):
-    a_run, b_run = quickstart.plan()[:2]
-    first, second = quickstart.Manifest(tmp_path / "runs.json"), quickstart.Manifest(tmp_path / "runs.json")
-    first.mark(a_run, "started")
-    second.mark(b_run, "started")  # --only in another process, started meanwhile
-    first.mark(a_run, "finished", 5.0)
-    second.mark(b_run, "finished", 7.0)
-    entries = json.loads((tmp_path / "runs.json").read_text())
-    assert {key: (e["state"], e["seconds"]) for key, e in entries.items()} == {
-        "classification/ResNet": ("finished", 5.0), "classification/ResNet_Basis": ("finished", 7.0)}
