@@ -173,9 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("tree", choices=["image_classification", "super_resolution"])
     parser.add_argument("folder")
     parser.add_argument("--replace", action="store_true", help="may the tool start it from scratch?")
-    parser.add_argument("options", nargs=argparse.REMAINDER, help="-- and the main.py options")
-    args = parser.parse_args(argv)
-    options = args.options[1:] if args.options[:1] == ["--"] else args.options
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:split])
+    options = argv[split + 1:]  # the main.py options, after --
     try:
         decision = may_replace(args.folder, args.tool) if args.replace else \
             decide(args.folder, args.tool, args.tree, options)

@@ -36,32 +36,36 @@ BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1)
 THREE=(--epochs 3 --decay step-2)  # two epochs at --lr, the last at --lr / 10
 DENSE_OPTIONS=("${COMMON[@]}" --model ResNet --epochs "$DENSE_EPOCHS" --decay step-6-9)
 
-state() {  # state NAME OPTIONS...: start, continue or finished (refused, one line: the script stops)
+state() {  # state NAME OPTIONS...: start, continue or finished (refused: one line, the script stops)
     local name=$1
     shift
     "$PY" -m filter_basis.reuse "$TOOL" image_classification "$OUT/$name" -- "$@" --save "$name"
 }
 train() {  # train NAME OPTIONS...: start or continue the run NAME, unless it is finished with these options
-    local name=$1
+    local name=$1 action
     shift
-    if [ "$(state "$name" "$@")" = finished ]; then
+    action=$(state "$name" "$@")
+    if [ "$action" = finished ]; then
         echo "$name: finished with these options, used as it is"
         return
     fi
     "$PY" image_classification/main.py "$@" --save "$name" --auto_resume --made_by "$TOOL"
 }
 evaluate() {  # evaluate NAME OPTIONS...: a test-only run, redone in a folder this script made
-    local name=$1 reset=()
+    local name=$1 action reset=()
     shift
-    [ "$("$PY" -m filter_basis.reuse "$TOOL" image_classification "$OUT/$name" --replace)" = replace ] &&
+    action=$("$PY" -m filter_basis.reuse "$TOOL" image_classification "$OUT/$name" --replace)
+    if [ "$action" = replace ]; then
         reset=(--reset)
+    fi
     "$PY" image_classification/main.py "$@" --save "$name" --made_by "$TOOL" "${reset[@]}"
 }
 
 if [ -z "${TABLE_ONLY:-}" ]; then
     train digits_dense "${DENSE_OPTIONS[@]}"
 fi
-if [ "$(state digits_dense "${DENSE_OPTIONS[@]}")" != finished ]; then
+dense_state=$(state digits_dense "${DENSE_OPTIONS[@]}")
+if [ "$dense_state" != finished ]; then
     echo "error: the dense run $OUT/digits_dense has not finished its $DENSE_EPOCHS epochs; run this script" \
         "again to continue it" >&2
     exit 1

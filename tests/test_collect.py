@@ -202,7 +202,7 @@ def test_non_experiment_folders_are_named_and_skipped(tmp_path, cls_runs):
                              warn=warnings.append)
     assert [row["run"] for row in tables[collect.CLASSIFICATION].rows] == ["ResNet"]
     assert len(warnings) == 4
-    assert str(empty) in warnings[0] and "no args.json, summary.json, results.json" in warnings[0]
+    assert str(empty) in warnings[0] and "is not an experiment folder" in warnings[0]
     assert str(started) in warnings[1] and "no evaluation" in warnings[1]
     assert str(broken) in warnings[2] and "results.json" in warnings[2]
     assert str(tmp_path / "gone") in warnings[3]

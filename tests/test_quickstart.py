@@ -37,11 +37,11 @@ def test_every_planned_command_is_accepted_by_its_tree(smoke, tmp_path):
     assert [r.name for r in runs] == ["ResNet", "ResNet_Basis", "ResNet_Factor", "ResNet_Group",
                                       "Bicubic", "EDSR", "EDSR_Basis", "EDSR_Factor"]
     for run in runs:
-        argv = quickstart.command(run, tmp_path, "--reset")[2:]
+        argv = quickstart.command(run, tmp_path, quickstart.reuse.REPLACE)[2:]
         flags = [token for token in argv if token.startswith("--")]
         assert len(flags) == len(set(flags)), f"an option given twice: {argv}"
         args = (cls_args if run.task == quickstart.CLASSIFICATION else sr_args)(argv)
-        assert args.model == run.name and args.save == run.name and args.reset
+        assert (args.model, args.save, args.reset, args.made_by) == (run.name, run.name, True, "quickstart")
         assert run.test_only == args.test_only
         if not run.test_only:
             assert args.epochs == run.epochs
@@ -49,8 +49,8 @@ def test_every_planned_command_is_accepted_by_its_tree(smoke, tmp_path):
         if smoke and run.task == quickstart.SUPER_RESOLUTION:
             assert args.data_test == "Set5"
             assert run.test_only or (args.batch_size, args.patch_size) == (4, 48)
-    edsr = sr_args(quickstart.command(runs[5], tmp_path, "--load")[2:])
-    assert edsr.load == "EDSR" and edsr.scale == [2] and edsr.save_results and not edsr.reset
+    edsr = sr_args(quickstart.command(runs[5], tmp_path, quickstart.reuse.CONTINUE)[2:])
+    assert edsr.auto_resume and edsr.scale == [2] and edsr.save_results and not edsr.reset
 
 
 def test_merged_options_replace_in_place():

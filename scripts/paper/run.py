@@ -415,7 +415,7 @@ def training_runs(configs: List[Config], settings: Settings) -> List[Run]:
             print(f"{config.name}: finished ({decision.epochs_done} of {epochs} epochs in {folder}), skipped")
             continue
         if decision.action == reuse.CONTINUE:
-            print(f"{config.name}: continuing from epoch {decision.epochs_done} of {epochs}")
+            print(f"{config.name}: continuing ({decision.epochs_done} of {epochs} epochs recorded)")
         argv += ["--save", config.name, "--auto_resume", "--made_by", TOOL]
         run = Run(f"{config.name} train", config.tree, argv)
         if config.init_from:
