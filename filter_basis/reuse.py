@@ -23,6 +23,8 @@ makes.  The rules, for users in docs/results.md ("The tools' rules"):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import sys
 from dataclasses import dataclass
@@ -66,24 +68,38 @@ class Decision:
         return self.record.epochs_done if self.record is not None else 0
 
 
+def _parse(tree, argv: Sequence[str]) -> dict:
+    """The options ``main.py`` of ``tree`` would record for ``argv`` (templates applied; their notes,
+    which main.py prints when it runs, are not repeated here)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return plain_options(tree.parse_args(list(argv)))
+
+
 def current_options(tree_name: str, argv: Sequence[str]) -> dict:
     """The options ``main.py`` of ``tree_name`` would record for ``argv`` (templates applied)."""
-    return plain_options(find_tree(tree_name).parse_args(list(argv)))
+    return _parse(find_tree(tree_name), argv)
 
 
 def drift(record: RunRecord, tree_name: str, argv: Sequence[str]) -> list:
     """``[(name, current, saved)]``: the options of ``argv`` that differ from the ones ``record`` ran with,
-    by the rule of ``--load``'s check (options allowed to change on resume are not compared; a
-    ``--target_compression`` run is compared with the filter counts its record says were chosen)."""
+    by the rule of ``--load``'s check (options allowed to change on resume are not compared).  A
+    ``--target_compression`` run is compared with the filter counts its record says were chosen for the
+    same target; another target is a difference."""
     tree = find_tree(tree_name)
-    current = plain_options(tree.parse_args(list(argv)))
-    chosen = (record.basis_counts or {}).get("options") if isinstance(record.basis_counts, dict) else None
-    if current.get("target_compression") is not None and isinstance(chosen, dict):
-        current.update(json.loads(json.dumps(chosen, default=str)))
+    current = _parse(tree, argv)
     allowed = set(RESUME_MAY_CHANGE) | set(tree.resume_may_change) | {tree.pretrained_option}
     if current.get("test_only"):
         allowed |= set(TEST_ONLY_MAY_CHANGE)
-    return option_drift(record.options, current, allowed)
+    changes = []
+    target = current.get("target_compression")
+    if target is not None:
+        counts = record.basis_counts if isinstance(record.basis_counts, dict) else {}
+        saved_target = counts.get("target_compression", record.options.get("target_compression"))
+        if saved_target != target:
+            changes.append(("target_compression", target, saved_target))
+        elif isinstance(counts.get("options"), dict):
+            current.update(json.loads(json.dumps(counts["options"], default=str)))
+    return changes + option_drift(record.options, current, allowed)
 
 
 def _shown(value) -> str:

@@ -13,8 +13,10 @@ scripts never remove a run (docs/results.md, "The tools' rules").
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
+import io
 import os
 import shlex
 import signal
@@ -292,7 +294,9 @@ def _wait_any(running: dict):
 
 # ------------------------------------------------------------------------------------------ data check
 def _tree_parse(tree: str, argv: List[str]):
-    return importlib.import_module(f"{tree}.option").parse_args(argv)
+    """The options of a configuration's line (the notes of its template are main.py's to print)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return importlib.import_module(f"{tree}.option").parse_args(argv)
 
 
 def _without(argv: List[str], options) -> List[str]:
