@@ -248,12 +248,14 @@ def test_plot_of_eight_runs_keeps_every_label_readable_and_inside(tmp_path):
     runs = []
     for i in range(8):
         args = {**BASE_ARGS, "model": "ResNet_Basis", "n_basis": 8 + i, "lr": 0.1 / (i + 1),
-                "loss_norm": bool(i % 2), "basis_size": 64 + i, "k_size2": 1 + i % 2, "group_size": 4}
+                "loss_norm": bool(i % 2), "basis_size": 64 + i, "k_size2": 1 + i % 2, "group_size": 4,
+                "decay": f"step-{100 + i}-{200 + i}", "pre_train": f"/runs/dense_{i}/model/model_best.pt",
+                "weight_decay": 1e-4 * (i + 1), "momentum": 0.9 - i / 100}
         runs.append(collect.read_run(write_run(tmp_path / f"r{i}", args, {**CLS_SUMMARY, "weight_params":
                                                                          270_000 + 1000 * i},
                                                [cls_record(1, 5.0 + i / 100)])))  # points nearly on top
     table = collect.build_table(runs)
-    assert all(len(row["run"]) > 60 for row in table.rows)
+    assert all(len(row["run"]) > 140 for row in table.rows)  # wider than the figure on one line
     drawn = collect.figure(table)
     drawn.canvas.draw()
     renderer = drawn.canvas.get_renderer()
