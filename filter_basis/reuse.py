@@ -87,9 +87,9 @@ def drift(record: RunRecord, tree_name: str, argv: Sequence[str]) -> list:
     same target; another target is a difference."""
     tree = find_tree(tree_name)
     current = _parse(tree, argv)
-    allowed = set(RESUME_MAY_CHANGE) | set(tree.resume_may_change) | {tree.pretrained_option}
-    if current.get("test_only"):
-        allowed |= set(TEST_ONLY_MAY_CHANGE)
+    # a test-only folder's result is its test sets: unlike --load RUN --test_only, they must be the same
+    allowed = (set(RESUME_MAY_CHANGE) | set(tree.resume_may_change) | {tree.pretrained_option}) - \
+        (set(TEST_ONLY_MAY_CHANGE) if current.get("test_only") else set())
     changes = []
     target = current.get("target_compression")
     if target is not None:

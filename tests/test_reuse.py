@@ -82,3 +82,17 @@ def test_only_a_tools_own_runs_or_asked_experiment_folders_are_replaced(tmp_path
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith(f"error: {other} holds a run made by paper")
     assert len(captured.err.splitlines()) == 1
+
+
+def test_a_test_only_folder_is_finished_only_for_the_same_test_sets(tmp_path):
+    argv = ["--model", "ResNet", "--depth", "8", "--data_test", "Digits", "--test_only", "--save", "t"]
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "args.json").write_text(json.dumps(plain_options(TREE.parse_args(argv))))
+    (folder / "results.json").write_text(json.dumps([{"epoch": 0, "metrics": {"top1_error": 5.0}}]))
+    (folder / "run.json").write_text(json.dumps({"format": 1, "tree": TREE_NAME, "kind": "test",
+                                                 "made_by": "tool", "epochs_planned": 0, "epochs_done": 0,
+                                                 "status": "finished", "best": None}))
+    assert reuse.decide(folder, "tool", TREE_NAME, argv).action == reuse.FINISHED
+    with pytest.raises(reuse.Drifted, match="--data_test Synthetic .saved Digits."):
+        reuse.decide(folder, "tool", TREE_NAME, [*argv, "--data_test", "Synthetic"])
