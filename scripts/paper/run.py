@@ -34,6 +34,7 @@ if str(ROOT) not in sys.path:
 from filter_basis import reuse  # noqa: E402
 from filter_basis.engine import find_tree  # noqa: E402
 from filter_basis.engine.options import COMMON_DEFAULTS  # noqa: E402
+from filter_basis.engine.record import folder_state  # noqa: E402
 from filter_basis.errors import OptionError, RunStopped, report_errors  # noqa: E402
 
 CONFIGS = Path(__file__).with_name("configs.tsv")
@@ -473,7 +474,7 @@ def print_tables(configs: List[Config], out: Path, title: str) -> None:
     """The table of the test folders through filter_basis.collect, with the paper's values beside."""
     from filter_basis import collect
 
-    folders = [out / c.name for c in configs if (out / c.name / "results.json").is_file()]
+    folders = [out / c.name for c in configs if folder_state(out / c.name) == "finished"]
     if not folders:
         print("no results to tabulate yet")
         return
