@@ -51,7 +51,9 @@ SR_TEST = ["--scale", "2", "--data_test", "Photos+Set5", "--save_results"]
 SMOKE_CLS = ["--n_train", "64", "--n_test", "50"]
 SMOKE_SR = ["--patch_size", "48", "--batch_size", "4", "--test_every", "2", "--data_test", "Set5"]
 SMOKE_SR_TEST = ["--data_test", "Set5"]
-SMOKE_ESTIMATE_S = {"classification": 12, "Bicubic": 8, "super_resolution": 15}  # 2 cores, mostly start-up
+# rough seconds per smoke run on a quiet 2-core machine (mostly start-up and data preparation; not measured
+# run by run): the first ETA of a smoke run; after the first run the ETA scales by this machine's speed
+SMOKE_ESTIMATE_S = {"classification": 12, "Bicubic": 8, "super_resolution": 15}
 DEFAULT_OUT = {False: Path("experiment") / "quickstart", True: Path("experiment") / "quickstart_smoke"}
 
 
