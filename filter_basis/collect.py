@@ -205,7 +205,8 @@ def _option_text(key: str, value) -> str:
     elif isinstance(value, list):
         value = "+".join(str(v) for v in value)
     elif isinstance(value, str) and "/" in value:
-        value = Path(value).name  # a path: its last part tells runs apart
+        path = Path(value)  # a path: its last part tells runs apart (a run's checkpoint: RUN/model_best.pt)
+        value = f"{path.parent.parent.name}/{path.name}" if path.parent.name == "model" else path.name
     return f"--{key} {value}"
 
 

@@ -181,7 +181,7 @@ def test_evaluations_and_demo_are_listed_apart_and_never_overwrite_the_training_
     evaluations = tables["classification_evaluations"]
     assert [(r["run"], r["tested"], r["top-1 error %"], r["train time s"]) for r in evaluations.rows] == [
         ("ResNet --data_test Synthetic", "best", 12.5, 6.0),
-        ("ResNet --data_test Digits --pretrained model_best.pt", "model_best.pt", 6.25, 4.0)]
+        ("ResNet --data_test Digits --pretrained b16/model_best.pt", "model_best.pt", 6.25, 4.0)]
     assert evaluations.columns == ["run", "weight params", "compression %", "tested", "top-1 error %",
                                    "train time s"]
     assert (tmp_path / "both" / "classification_evaluations.md").is_file()
