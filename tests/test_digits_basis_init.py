@@ -27,7 +27,7 @@ def test_an_interrupted_dense_run_is_continued_and_foreign_folders_are_refused(r
 
     script = repo_root / "scripts" / "digits_basis_init.sh"
     result = subprocess.run(["bash", str(script), "exp"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)  # a relative OUT: from the current folder
+                            text=True, timeout=1500)  # a relative OUT: from the current folder
     assert result.returncode == 2, result.stdout + result.stderr
     results = json.loads((dense / "results.json").read_text())
     assert [r["epoch"] for r in results] == [1, 2] and results[0] == first  # continued, not restarted
@@ -42,7 +42,7 @@ def test_an_interrupted_dense_run_is_continued_and_foreign_folders_are_refused(r
     assert sorted(p.name for p in foreign.iterdir()) == ["precious.txt"]
 
     table = subprocess.run(["bash", str(script), str(out)], cwd=repo_root, env={**env, "TABLE_ONLY": "1"},
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=1500)
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if line.startswith("| 4/8/16 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
