@@ -1,19 +1,30 @@
-"""``python -m filter_basis.collect DIR... [--out DIR]``: one table (Markdown, CSV) and one plot from runs.
+"""``python -m filter_basis.collect DIR... [--out DIR]``: tables (Markdown, CSV) and plots from runs.
 
-Each DIR is an experiment folder (docs/design.md#experiment-folder) (``args.json``, ``summary.json``,
-``results.json``).  A row is one run, labelled by its ``--model`` and the options that tell it apart from
-the other runs of the same model; its columns are the weight parameters and compression as the paper
-counts them (classification: the whole network; super-resolution: one residual block), the metrics at
-the best epoch (chosen as the trainer chose ``model_best.pt``: lowest top-1 error, or highest PSNR on the
-first test set) and at the last one, and the training time (sum of ``time_s``).  Runs of the two trees
-give two tables.  Folders that are not experiment folders are named on standard error and skipped.
+Each DIR is an experiment folder (see docs/experiments.md).  What it holds decides where it is listed
+(docs/results.md):
+
+- a **training run** is a row of its task's table (``classification``, ``super_resolution``): the weight
+  parameters and compression as the paper counts them (classification: the whole network;
+  super-resolution: one residual block), the metrics at the best epoch -- chosen as the trainer chose
+  ``model_best.pt``: on the first ``--data_test`` set, by the score the trainer ranks by (top-1 error, or
+  top-5 with ``--top -1``; PSNR), the first of equal scores -- and at the last epoch, and the training
+  time (sum of ``time_s``);
+- a **test-only evaluation** (``RUN/eval/<set>-<checkpoint>/`` inside a given run, or a folder made by
+  ``--test_only``) is a row of the task's *evaluation* table (``<task>_evaluations``): the metrics of the
+  tested checkpoint, and the training time of the run that trained it;
+- a **Demo** output (``--data_test Demo``: pictures, no metrics) is only listed (folder, image count);
+- a test-only run of a model without weights (Bicubic) has nothing to train or evaluate apart: it is a
+  reference row of the training table (a dashed line in the plot).
+
+A row is labelled by its ``--model`` and the options that differ between the rows of that model (an
+option a row leaves unset -- off, empty, none -- is not written).  Folders that are not experiment
+folders are named on standard error and skipped.
 
 Scripts add reference values through ``expected`` (``{row label or folder name: {column: value}}``):
 each column named there gets a ``COLUMN paper`` and a ``COLUMN diff`` (ours minus paper) column.
 ``--paper FILE`` reads such values from a tab-separated file with columns ``name`` (a folder name) and
 ``paper_metrics`` (``KEY=VALUE`` pairs, keys as in results.json: ``top1_error``, ``Set5_x4/psnr``), e.g.
-``scripts/paper/configs.tsv``; rows are then labelled by their folder names.  A ``--test_only`` run's
-training time is that of the run whose ``model/`` folder its ``--pre_train``/``--pretrained`` file is in.
+``scripts/paper/configs.tsv``; rows are then labelled by their folder names.
 """
 
 from __future__ import annotations
@@ -23,42 +34,53 @@ import csv
 import io
 import json
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from .engine.checkpoint import write_atomic, write_text_atomic
 from .engine.meters import flatten
+from .engine.record import EVAL_DIR, NotAnExperiment, is_experiment
+from .engine.record import read_run as read_record
 from .errors import UserError, report_errors
 
 CLASSIFICATION = "classification"
 SUPER_RESOLUTION = "super_resolution"
-FILES = ("args.json", "summary.json", "results.json")
+TRAINING, EVALUATION, DEMO = "training", "evaluation", "demo"
 
 # Options that say where and how a run was stored or shown, not what was trained: never in a row label.
 NOT_LABELS = frozenset({
     "save", "load", "dir_save", "dir_data", "dir_demo", "reset", "resume", "n_threads", "cpu", "n_GPUs",
     "print_every", "print_model", "save_models", "save_results", "summary", "debug", "template", "ext",
-    "download",
+    "download", "test_only", "made_by", "auto_resume", "tensorboard", "save_every_steps",
 })
-
-
-class NotAnExperiment(Exception):
-    """A folder that is not (or not yet) an experiment folder; the message says why."""
+UNSET = (None, False, "", ".", [], "None")  # an option left at "off": not written in a label
 
 
 @dataclass
 class Run:
-    """One experiment folder, read."""
+    """One experiment folder (or one evaluation inside it), read.
+
+    ``kind``: ``training``, ``evaluation`` (a test-only run) or ``demo`` (pictures, no metrics).
+    ``tested``: for an evaluation, the checkpoint it tested; ``source``: the training run that made it.
+    ``best``: the trainer's own record of its best epoch (run.json), when the folder has one.
+    """
 
     folder: Path
     args: dict
     summary: dict
     results: list
+    kind: str = TRAINING
+    name: str = ""
+    tested: str = ""
+    source: Optional[Path] = None
+    best: Optional[dict] = None
+    tree: Optional[str] = None
+    evaluations: list = field(default_factory=list)
 
-    @property
-    def name(self) -> str:
-        return self.folder.name
+    def __post_init__(self):
+        self.name = self.name or self.folder.name
 
     @property
     def model(self) -> str:
@@ -66,15 +88,25 @@ class Run:
 
     @property
     def task(self) -> str:
-        keys = flatten(self.results[-1]["metrics"])
+        if self.tree:
+            return SUPER_RESOLUTION if self.tree == "super_resolution" else CLASSIFICATION
+        keys = [k for r in self.results for k in flatten(r["metrics"])]
         if any(k == "psnr" or k.endswith("/psnr") for k in keys):
             return SUPER_RESOLUTION
+        if not keys and "scale" in self.args:
+            return SUPER_RESOLUTION
         return CLASSIFICATION
+
+    @property
+    def trained(self) -> list:
+        """The records of the training epochs (and of epoch 0, the fitted model of --basis_init), without
+        records an older version appended when testing the run (no training loss, epoch already seen)."""
+        return [r for r in self.results if "train_loss" in r or r["epoch"] == 0]
 
 
 @dataclass
 class Table:
-    """Rows of one task.  ``formats`` gives each numeric column's Markdown format spec."""
+    """Rows of one task and kind.  ``formats`` gives each numeric column's Markdown format spec."""
 
     task: str
     columns: list
@@ -82,56 +114,107 @@ class Table:
     formats: dict = field(default_factory=dict)
     x_column: str = ""
     y_columns: list = field(default_factory=list)
+    kind: str = TRAINING
 
 
-def read_run(folder) -> Run:
-    """The run in ``folder``; :class:`NotAnExperiment` when a file is missing, unreadable or empty."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotAnExperiment(f"{folder}: not a folder")
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    if missing:
-        raise NotAnExperiment(f"{folder}: not an experiment folder (no {', '.join(missing)})")
-    loaded = []
-    for name in FILES:
-        try:
-            loaded.append(json.loads((folder / name).read_text()))
-        except (OSError, ValueError) as error:
-            raise NotAnExperiment(f"{folder}: {name} is not readable JSON ({error})") from None
-    args, summary, results = loaded
-    if not isinstance(args, dict) or not isinstance(summary, dict) or not isinstance(results, list):
-        raise NotAnExperiment(f"{folder}: args.json, summary.json, results.json do not have the run layout")
+def _check_results(folder: Path, results: list) -> list:
     if not results or not all(isinstance(r, dict) and "epoch" in r and isinstance(r.get("metrics"), dict)
                               for r in results):
         raise NotAnExperiment(f"{folder}: results.json holds no evaluation yet")
-    return Run(folder, args, summary, results)
+    return results
+
+
+def _has_metrics(results: list) -> bool:
+    return any(flatten(r["metrics"]) for r in results)
+
+
+def _summary(folder: Path) -> dict:
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def read_run(folder) -> Run:
+    """The run in ``folder`` (read by the engine's :func:`~filter_basis.engine.record.read_run`), or one
+    evaluation ``RUN/eval/<data_test>-<checkpoint>``; :class:`NotAnExperiment` when it is not one or has
+    no evaluation yet."""
+    folder = Path(folder)
+    if folder.parent.name == EVAL_DIR and is_experiment(folder.parent.parent):
+        parent = _from_record(read_record(folder.parent.parent))
+        for evaluation in read_record(folder.parent.parent).evaluations:
+            if evaluation.folder.name == folder.name:
+                return _evaluation(parent, evaluation)
+        raise NotAnExperiment(f"{folder}: an evaluation folder without results")
+    return _from_record(read_record(folder))
+
+
+def _from_record(record) -> Run:
+    folder = record.folder
+    results = _check_results(folder, record.results)
+    run = Run(folder, dict(record.options), _summary(folder), results, best=record.best, tree=record.tree)
+    args = run.args
+    if record.kind != TRAINING or args.get("test_only"):
+        run.kind = EVALUATION if _has_metrics(results) else DEMO
+        tested = next((args[o] for o in PRETRAINED_OPTIONS if isinstance(args.get(o), str)
+                       and args[o] not in ("", ".")), "")
+        run.tested = Path(tested).name if tested else ""
+        if tested and Path(tested).parent.name == "model":
+            run.source = Path(tested).parent.parent
+        if run.kind == EVALUATION and run.summary.get("weight_params") == 0:
+            run.kind = TRAINING  # a model without weights (Bicubic): a reference row, nothing trained
+    run.evaluations = list(record.evaluations)
+    return run
+
+
+def _evaluation(parent: Run, evaluation) -> Run:
+    """``RUN/eval/<data_test>-<checkpoint>/``: its results, RUN's options with the set it tested."""
+    results = _check_results(evaluation.folder, evaluation.results)
+    args = {**parent.args, "data_test": evaluation.data_test, "test_only": True}
+    summary = _summary(evaluation.folder) or parent.summary
+    return Run(evaluation.folder, args, summary, results, kind=EVALUATION if _has_metrics(results) else DEMO,
+               name=f"{parent.name}/{EVAL_DIR}/{evaluation.folder.name}", tested=evaluation.checkpoint,
+               source=parent.folder, tree=parent.tree)
 
 
 def read_runs(folders: Sequence) -> tuple:
-    """``(runs, skipped)``: the experiment folders read, and ``(folder, reason)`` for the others."""
+    """``(runs, skipped)``: the runs read (a run's evaluations in ``RUN/eval/`` follow it), and
+    ``(folder, reason)`` for the folders that are not experiment folders."""
     runs, skipped = [], []
     for folder in folders:
         try:
-            runs.append(read_run(folder))
+            run = read_run(folder)
         except NotAnExperiment as reason:
             skipped.append((Path(folder), str(reason)))
+            continue
+        runs.append(run)
+        for evaluation in run.evaluations:
+            try:
+                runs.append(_evaluation(run, evaluation))
+            except NotAnExperiment as reason:
+                skipped.append((evaluation.folder, str(reason)))
     return runs, skipped
 
 
 def _option_text(key: str, value) -> str:
     if value is True:
         return f"--{key}"
-    if isinstance(value, list):
+    if isinstance(value, float):
+        value = f"{value:g}"  # 0.0333333, not 0.03333333333333333
+    elif isinstance(value, list):
         value = "+".join(str(v) for v in value)
     elif isinstance(value, str) and "/" in value:
-        value = Path(value).name  # a path: its last part tells runs apart
+        path = Path(value)  # a path: its last part tells runs apart (a run's checkpoint: RUN/model_best.pt)
+        value = f"{path.parent.parent.name}/{path.name}" if path.parent.name == "model" else path.name
     return f"--{key} {value}"
 
 
 def labels(runs: Sequence[Run]) -> list:
     """``--model`` plus the options in which a run differs from other runs of the same model.
 
-    Runs that still look the same (same options) get their folder name in brackets.
+    An option a run leaves unset (off, empty, none) is not written for it.  Runs that still look the
+    same get their folder name in brackets.
     """
     texts = []
     for run in runs:
@@ -139,17 +222,9 @@ def labels(runs: Sequence[Run]) -> list:
         keys = sorted({k for other in same_model for k in other.args} - NOT_LABELS - {"model"})
         differing = [k for k in keys
                      if len({json.dumps(other.args.get(k), sort_keys=True) for other in same_model}) > 1]
-        texts.append(" ".join([run.model] + [_option_text(k, run.args.get(k)) for k in differing]))
+        texts.append(" ".join([run.model] + [_option_text(k, run.args.get(k)) for k in differing
+                                             if run.args.get(k) not in UNSET]))
     return [f"{text} [{run.name}]" if texts.count(text) > 1 else text for text, run in zip(texts, runs)]
-
-
-def _first_key(runs: Sequence[Run], suffix: str) -> Optional[str]:
-    """The first flattened metric key ending in ``suffix`` (the trainer's first test set)."""
-    for run in runs:
-        for key in flatten(run.results[-1]["metrics"]):
-            if key == suffix or key.endswith("/" + suffix):
-                return key
-    return None
 
 
 def _metric_keys(runs: Sequence[Run], suffixes: Sequence[str]) -> list:
@@ -164,15 +239,16 @@ def _metric_keys(runs: Sequence[Run], suffixes: Sequence[str]) -> list:
     return found
 
 
-def _best_record(run: Run, key: str, higher_is_better: bool) -> Optional[dict]:
-    scored = [r for r in run.results if key in flatten(r["metrics"])]
-    if not scored:
+def best_record(run: Run) -> Optional[dict]:
+    """The record of the epoch the trainer kept as ``model_best.pt``, as the run's record says (for folders
+    of older versions the engine's reader derives it as the trainer does: the first ``--data_test`` set,
+    the tree's score, the first of equal scores)."""
+    if not run.best or "epoch" not in run.best:
         return None
-    pick = max if higher_is_better else min
-    return pick(scored, key=lambda r: flatten(r["metrics"])[key])  # first of equals, as the trainer keeps it
+    return next((r for r in run.trained if r["epoch"] == run.best["epoch"]), None)
 
 
-METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "top1_error": "top-1 error %"}
+METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "top1_error": "top-1 error %", "top5_error": "top-5 error %"}
 PRETRAINED_OPTIONS = ("pre_train", "pretrained")
 
 
@@ -182,22 +258,22 @@ def metric_name(key: str) -> str:
     return f"{group} {METRIC_NAMES[last]}".strip()
 
 
+def _times(run: Run) -> Optional[float]:
+    times = [r["time_s"] for r in run.trained if "time_s" in r]
+    return sum(times) if times else None
+
+
 def train_time(run: Run) -> Optional[float]:
-    """Seconds of training (sum of ``time_s``); for a ``--test_only`` run, those of the run that trained
-    the tested model (the experiment folder holding the ``model/`` folder of its pretrained file)."""
-    times = [r["time_s"] for r in run.results if "time_s" in r]
-    if times:
-        return sum(times)
-    for option in PRETRAINED_OPTIONS:
-        path = run.args.get(option)
-        if isinstance(path, str) and path not in ("", ".") and Path(path).parent.name == "model":
-            try:
-                source = read_run(Path(path).parent.parent)
-            except NotAnExperiment:
-                return None
-            times = [r["time_s"] for r in source.results if "time_s" in r]
-            return sum(times) if times else None
-    return None
+    """Seconds of training (sum of ``time_s``); for an evaluation, those of the run that trained the
+    tested model (its own folder, or the experiment folder holding the ``model/`` folder of its file)."""
+    if run.kind == TRAINING:
+        return _times(run)
+    if run.source is None:
+        return None
+    try:
+        return _times(read_run(run.source))
+    except NotAnExperiment:
+        return None
 
 
 def read_paper(path) -> dict:
@@ -218,68 +294,84 @@ def read_paper(path) -> dict:
 
 def paper_columns(paper: Mapping, table: Table) -> dict:
     """The ``expected`` mapping of :func:`add_expected` for ``table``: each paper metric beside the
-    best-epoch column of that metric (keys the table has no column for are left out)."""
+    column of that metric (the best epoch's, or the evaluation's; keys without a column are left out)."""
     expected = {}
     for name, metrics in paper.items():
         columns = {}
         for key, value in metrics.items():
-            if key.rpartition("/")[2] in METRIC_NAMES and f"{metric_name(key)} (best)" in table.columns:
-                columns[f"{metric_name(key)} (best)"] = value
+            if key.rpartition("/")[2] not in METRIC_NAMES:
+                continue
+            for column in (f"{metric_name(key)} (best)", metric_name(key)):
+                if column in table.columns:
+                    columns[column] = value
+                    break
         if columns:
             expected[name] = columns
     return expected
 
 
+def _metric_columns(runs: Sequence[Run], sr: bool) -> list:
+    if sr:
+        groups = [g for g, _ in _metric_keys(runs, ("psnr",))]
+        return [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}")) for g in groups for s in ("psnr", "ssim")]
+    return [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}")) for g, s in _metric_keys(runs, ("top1_error",))]
+
+
 def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None, *,
                 label_folders: bool = False) -> Table:
-    """The table of runs of one task (see the module docstring); ``expected`` adds paper/diff columns."""
+    """The table of runs of one task and kind (see the module docstring); ``expected`` adds paper/diff
+    columns.  Evaluations give one column per metric (the tested checkpoint's), training runs two (the
+    best and the last epoch)."""
     if not runs:
         raise ValueError("build_table needs at least one run")
     task = runs[0].task
     if any(run.task != task for run in runs):
         raise ValueError("build_table: runs of one task only (use collect() for a mix)")
+    evaluation = runs[0].kind == EVALUATION
+    if any((run.kind == EVALUATION) != evaluation or run.kind == DEMO for run in runs):
+        raise ValueError("build_table: training runs or evaluations, not both (use collect() for a mix)")
     sr = task == SUPER_RESOLUTION
+    metrics = _metric_columns(runs, sr)
     if sr:
-        groups = [g for g, _ in _metric_keys(runs, ("psnr",))]
-        metrics = [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}"))
-                   for g in groups for s in ("psnr", "ssim")]
-        best_key, higher = _first_key(runs, "psnr"), True
         params = [("block weight params", "block_weight_params", ",.0f"),
                   ("block compression %", "block_compression_pct", ".1f"),
                   ("weight params", "weight_params", ",.0f")]
     else:
-        metrics = [(f"{g}/{s}" if g else s, metric_name(f"{g}/{s}"))
-                   for g, s in _metric_keys(runs, ("top1_error",))]
-        best_key, higher = _first_key(runs, "top1_error"), False
         params = [("weight params", "weight_params", ",.0f"), ("compression %", "compression_pct", ".1f")]
     formats = {column: spec for column, _, spec in params}
-    formats.update({"best epoch": "d", "last epoch": "d", "train time s": ".0f"})
-    columns = ["run"] + [column for column, _, _ in params] + ["best epoch"]
-    for when in ("best", "last"):
-        if when == "last":
-            columns.append("last epoch")
+    formats.update({"best epoch": "d", "last epoch": "d", "train time s": ",.0f"})
+    columns = ["run"] + [column for column, _, _ in params]
+    whens = [""] if evaluation else [" (best)", " (last)"]
+    for when in whens:
+        columns.append(f"{when.strip(' ()')} epoch" if when else "tested")
         for key, name in metrics:
-            column = f"{name} ({when})"
-            columns.append(column)
-            formats[column] = ".4f" if key.endswith("ssim") else ".2f"
+            columns.append(f"{name}{when}")
+            formats[f"{name}{when}"] = ".4f" if key.endswith("ssim") else ".2f"
     columns.append("train time s")
 
     rows = []
     for run, label in zip(runs, [run.name for run in runs] if label_folders else labels(runs)):
-        row = {"run": label, "model": run.model, "folder": str(run.folder)}
+        row = {"run": label, "model": run.model, "folder": str(run.folder), "name": run.name,
+               "source": run.source.name if run.source else ""}
         for column, key, _ in params:
             row[column] = run.summary.get(key)
-        picks = {"best": _best_record(run, best_key, higher) if best_key else None, "last": run.results[-1]}
+        if evaluation:
+            row["tested"] = run.tested
+            picks = {"": run.results[-1]}
+        else:
+            picks = {" (best)": best_record(run), " (last)": (run.trained or run.results)[-1]}
         for when, record in picks.items():
-            row[f"{when} epoch"] = record["epoch"] if record else None
+            if when:
+                row[f"{when.strip(' ()')} epoch"] = record["epoch"] if record else None
             values = flatten(record["metrics"]) if record else {}
             for key, name in metrics:
-                row[f"{name} ({when})"] = values.get(key)
+                row[f"{name}{when}"] = values.get(key)
         row["train time s"] = train_time(run)
         rows.append(row)
 
-    table = Table(task, columns, rows, formats, x_column=params[0][0],
-                  y_columns=[f"{name} (best)" for key, name in metrics if not key.endswith("ssim")])
+    y_columns = [f"{name}{whens[0]}" for key, name in metrics if not key.endswith("ssim")]
+    table = Table(task, columns, rows, formats, x_column=params[0][0], y_columns=y_columns,
+                  kind=EVALUATION if evaluation else TRAINING)
     if expected:
         add_expected(table, expected)
     return table
@@ -288,7 +380,8 @@ def build_table(runs: Sequence[Run], expected: Optional[Mapping] = None, *,
 def add_expected(table: Table, expected: Mapping) -> None:
     """Add ``COLUMN paper`` and ``COLUMN diff`` after each column that ``expected`` names.
 
-    ``expected`` maps a row's label or its folder name to ``{column: value}``.
+    ``expected`` maps a row's label or its folder name (for an evaluation: also the name of the run
+    that trained the tested model) to ``{column: value}``.
     """
     named = [c for c in table.columns if any(c in values for values in expected.values())]
     unknown = {c for values in expected.values() for c in values} - set(table.columns)
@@ -296,7 +389,8 @@ def add_expected(table: Table, expected: Mapping) -> None:
         raise ValueError(f"expected names columns the table does not have: {sorted(unknown)}; "
                          f"columns: {table.columns}")
     for row in table.rows:
-        values = expected.get(row["run"], expected.get(Path(row["folder"]).name, {}))
+        keys = (row["run"], Path(row["folder"]).name, row.get("name"), row.get("source"))
+        values = next((expected[k] for k in keys if k and k in expected), {})
         for column in named:
             paper = values.get(column)
             row[f"{column} paper"] = paper
@@ -340,78 +434,138 @@ def to_csv(table: Table) -> str:
     return buffer.getvalue()
 
 
-def plot(table: Table, path) -> None:
-    """Error (or PSNR per test set) at the best epoch against weight parameters, one marker per row.
+MARKERS = "osD^vP*Xph<>"
 
-    A row without a weight count (e.g. a reference with no summary value) is a dashed horizontal line.
-    """
+
+def _thousands(value, _position=None) -> str:
+    """Axis numbers with thousands separators (275,000), small ones as matplotlib would print them."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
+
+
+def figure(table: Table):
+    """The plot of :func:`plot` as a matplotlib Figure: one marker (colour and shape) per row, the rows
+    named in a legend under the panels (wrapped to the figure's width), thousands separators on axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     panels = table.y_columns or ["(no metric)"]
-    figure = Figure(figsize=(6.5 * len(panels), 4.5))
-    FigureCanvasAgg(figure)
+    width = max(6.5, 5.5 * len(panels))
+    wrap = int(width * 13)  # characters of 8-point text per line of the legend
+    names = ["\n".join(textwrap.wrap(row["run"], wrap, break_on_hyphens=False)) or "?" for row in table.rows]
+    lines = sum(name.count("\n") + 1 for name in names)
+    result = Figure(figsize=(width, 4.0 + 0.19 * lines), layout="constrained")
+    FigureCanvasAgg(result)
+    handles = {}
     for index, y_column in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), index + 1)
-        for number, row in enumerate(table.rows):
+        axes = result.add_subplot(1, len(panels), index + 1)
+        for number, (row, name) in enumerate(zip(table.rows, names)):
             x, y = row.get(table.x_column), row.get(y_column)
             if y is None:
                 continue
-            colour = f"C{number % 10}"
+            colour, marker = f"C{number % 10}", MARKERS[number % len(MARKERS)]
             if x is None:
-                axes.axhline(y, linestyle="--", color=colour, label=row["run"])
+                handle = axes.axhline(y, linestyle="--", color=colour)
             else:
-                axes.plot([x], [y], marker="o", linestyle="", color=colour)
-                axes.annotate(row["run"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                handle, = axes.plot([x], [y], marker=marker, markersize=8, linestyle="", color=colour)
+            handles.setdefault(name, handle)
         axes.set_xlabel(table.x_column)
         axes.set_ylabel(y_column)
         axes.grid(True, alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(fontsize=7)
-    figure.tight_layout()
-    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=100))
+        axes.xaxis.set_major_formatter(FuncFormatter(_thousands))
+        axes.yaxis.set_major_formatter(FuncFormatter(_thousands))
+    if handles:
+        result.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8,
+                      ncols=1, frameon=False)
+    return result
+
+
+def plot(table: Table, path) -> None:
+    """Error (or PSNR per test set) against weight parameters, one marker per row; a row without a weight
+    count (Bicubic) is a dashed horizontal line."""
+    drawn = figure(table)
+    write_atomic(path, lambda f: drawn.savefig(f, format="png", dpi=100))
+
+
+def _demo_line(run: Run) -> str:
+    images = sorted(p for p in run.folder.rglob("*.png") if not p.name.startswith("plot_"))
+    where = sorted({str(p.parent) for p in images})
+    return (f"Demo {run.name}: {len(images)} image(s) in {', '.join(where) if where else run.folder}"
+            f" (no metrics: not tabulated)")
+
+
+def check_out(out, name: Optional[str]) -> Path:
+    """``--out`` must be a folder (made if missing), ``--name`` a file name stem: one-line errors."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file; expected a folder for the tables and plots "
+                        "(it is made if missing)")
+    if name is not None and (not name or name in (".", "..") or "/" in name or "\\" in name):
+        raise UserError(f"--name {name!r} is not accepted; expected a file name stem without '/' "
+                        "(the files are written into --out)")
+    return out
 
 
 def collect(folders: Sequence, out, name: Optional[str] = None, expected: Optional[Mapping] = None,
-            warn=None, paper: Optional[Mapping] = None) -> dict:
-    """Read the folders, write ``NAME.md``, ``NAME.csv``, ``NAME.png`` under ``out`` per task; the tables.
+            warn=None, paper: Optional[Mapping] = None, show=None) -> dict:
+    """Read the folders, write ``STEM.md``, ``STEM.csv``, ``STEM.png`` under ``out`` per table; the tables.
 
-    ``NAME`` is the task (``classification``, ``super_resolution``) or, when given, ``name`` (with
-    ``_task`` added if the folders hold both tasks).  Skipped folders are reported through ``warn``
-    (default: a line on standard error).  No experiment folder at all is a :class:`UserError`.
+    Tables are keyed (and, by default, named) by the task (``classification``, ``super_resolution``) for
+    training runs and ``<task>_evaluations`` for evaluations.  With ``name`` every stem is ``name``, with
+    ``_<task>`` added if the folders hold both tasks and ``_evaluations`` if they hold both kinds.  Demo
+    folders are only listed through ``show`` (default: a line on standard output); skipped folders
+    through ``warn`` (default: a line on standard error).  No table at all is a :class:`UserError`.
     ``paper`` (:func:`read_paper`) adds the paper's values and labels the rows by folder name.
     """
     warn = warn or (lambda line: print(line, file=sys.stderr))
+    show = show or print
+    out = check_out(out, name)
     runs, skipped = read_runs(folders)
     for _, reason in skipped:
         warn(f"skipped {reason}")
-    if not runs:
-        raise UserError(f"no experiment folder among {[str(f) for f in folders]} (each needs "
-                        f"{', '.join(FILES)} with at least one evaluation)")
-    tasks = list(dict.fromkeys(run.task for run in runs))
-    out = Path(out)
+    for run in runs:
+        if run.kind == DEMO:
+            show(_demo_line(run))
+    groups: dict = {}
+    for run in runs:
+        if run.kind != DEMO:
+            groups.setdefault((run.task, run.kind == EVALUATION), []).append(run)
+    if not groups:
+        if any(run.kind == DEMO for run in runs):
+            return {}
+        raise UserError(f"no experiment folder among {[str(f) for f in folders]} (each needs its "
+                        f"run.json, or args.json and results.json, with at least one evaluation)")
+    tasks = {task for task, _ in groups}
+    kinds = {evaluation for _, evaluation in groups}
     tables = {}
-    for task in tasks:
-        table = build_table([run for run in runs if run.task == task], expected, label_folders=bool(paper))
+    for (task, evaluation), members in groups.items():
+        table = build_table(members, expected, label_folders=bool(paper))
         if paper and paper_columns(paper, table):
             add_expected(table, paper_columns(paper, table))
-        stem = task if not name else (name if len(tasks) == 1 else f"{name}_{task}")
+        key = task + ("_evaluations" if evaluation else "")
+        if name:
+            stem = name + (f"_{task}" if len(tasks) > 1 else "") + \
+                ("_evaluations" if evaluation and len(kinds) > 1 else "")
+        else:
+            stem = key
         write_text_atomic(out / f"{stem}.md", to_markdown(table))
         write_text_atomic(out / f"{stem}.csv", to_csv(table))
         plot(table, out / f"{stem}.png")
-        tables[task] = table
+        tables[key] = table
     return tables
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m filter_basis.collect",
-        description="Tabulate experiment folders: Markdown + CSV table and a plot of error/PSNR against "
-                    "weight parameters. Folders that are not experiment folders are named and skipped.")
+        description="Tabulate experiment folders: Markdown + CSV tables and a plot of error/PSNR against "
+                    "weight parameters; test-only evaluations in tables of their own, Demo outputs listed. "
+                    "Folders that are not experiment folders are named and skipped.")
     parser.add_argument("folders", nargs="+", metavar="DIR", help="experiment folders (DIR_SAVE/SAVE)")
     parser.add_argument("--out", default=".", help="folder for the table and plot files (default: .)")
     parser.add_argument("--name", default=None,
-                        help="file name stem (default: the task, classification or super_resolution)")
+                        help="file name stem (default: the task, classification or super_resolution, "
+                             "with _evaluations for test-only evaluations)")
     parser.add_argument("--paper", default=None, metavar="TSV",
                         help="reference values by folder name (columns name, paper_metrics), e.g. "
                              "scripts/paper/configs.tsv: adds 'paper' and 'diff' columns")
@@ -421,11 +575,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _tabulate(args: argparse.Namespace) -> None:
+    check_out(args.out, args.name)
     paper = read_paper(args.paper) if args.paper else None
     tables = collect(args.folders, args.out, args.name, paper=paper)
     if not args.quiet:
-        for task, table in tables.items():
-            print(f"\n{task}\n\n{to_markdown(table)}")
+        for key, table in tables.items():
+            print(f"\n{key.replace('_evaluations', ' (test-only evaluations)')}\n\n{to_markdown(table)}")
 
 
 if __name__ == "__main__":

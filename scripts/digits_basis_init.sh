@@ -1,31 +1,69 @@
 #!/usr/bin/env bash
-# Compressing a trained network on Digits (docs/compressing.md): a dense ResNet-20
-# trained for 10 epochs, then ResNet_Basis --k_size2 1 started from it (--basis_init) at several numbers
-# of basis filters: test error before fine-tuning (BatchNorm statistics of the dense model, and
-# re-estimated on 10 training batches), after 3 fine-tuning epochs, and of the same model trained from
-# random initialisation for the same 3 epochs.  Prints the table in Markdown.
+# Compressing a trained network on Digits (docs/compressing.md): a dense ResNet-20 trained for 10 epochs,
+# then ResNet_Basis --k_size2 1 started from it (--basis_init) at several numbers of basis filters: test
+# error before fine-tuning (BatchNorm statistics of the dense model, and re-estimated on 10 training
+# batches), after 3 fine-tuning epochs, and of the same model trained from random initialisation for the
+# same 3 epochs.  Prints the table in Markdown.
 #
 #   scripts/digits_basis_init.sh [OUT]          (experiment folders under OUT, default experiment/)
 #   ROWS="16,32,64 target0.3" scripts/digits_basis_init.sh     (the rows: n_basis1,2,3 or targetR)
 #   FINETUNE_ROWS="16,32,64" ...                                (rows that get the fine-tuning run)
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
-#   TABLE_ONLY=1 ...                      (only print the table of runs already made; trains nothing)
-# Runs on the CPU; its time depends on the machine's load (docs/compressing.md gives measured times).
+#   TABLE_ONLY=1 ...                                    (only print the table of runs already made)
+#   PYTHON=... ...                                      (the interpreter; default: the .venv of env.sh)
+# Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
+# Runs again pick up where they stopped: the dense model and the trained rows are used only when finished
+# with these options (an interrupted one is continued), the test-only rows are redone; the script replaces
+# only folders it made (docs/results.md, "The tools' rules").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, py: the .venv (made once), or $PYTHON
-cd "$root"
+OUT=$(realpath -m "${1:-$root/experiment}")  # a relative OUT is taken from the current folder
 PY=$py
-OUT=${1:-experiment}
+cd "$root"
+TOOL=digits_basis_init
 ROWS=${ROWS:-"144,288,576 24,48,96 16,32,64 target0.3 8,16,32 4,8,16"}
 FINETUNE_ROWS=${FINETUNE_ROWS:-"24,48,96 16,32,64 target0.3"}
 RANDOM_ROWS=${RANDOM_ROWS:-$FINETUNE_ROWS}
-COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT")
+DENSE_EPOCHS=${DENSE_EPOCHS:-10}
+COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT" ${EXTRA:-})
 BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1)
 THREE=(--epochs 3 --decay step-2)  # two epochs at --lr, the last at --lr / 10
+DENSE_OPTIONS=("${COMMON[@]}" --model ResNet --epochs "$DENSE_EPOCHS" --decay step-6-9)
 
-[ -n "${TABLE_ONLY:-}" ] || [ -f "$OUT/digits_dense/model/model_latest.pt" ] ||
-    $PY image_classification/main.py "${COMMON[@]}" --model ResNet --epochs 10 --decay step-6-9 \
-        --save digits_dense --reset
+state() {  # state NAME OPTIONS...: start, continue or finished (refused: one line, the script stops)
+    local name=$1
+    shift
+    "$PY" -m filter_basis.reuse "$TOOL" image_classification "$OUT/$name" -- "$@" --save "$name"
+}
+train() {  # train NAME OPTIONS...: start or continue the run NAME, unless it is finished with these options
+    local name=$1 action
+    shift
+    action=$(state "$name" "$@")
+    if [ "$action" = finished ]; then
+        echo "$name: finished with these options, used as it is"
+        return
+    fi
+    "$PY" image_classification/main.py "$@" --save "$name" --auto_resume --made_by "$TOOL"
+}
+evaluate() {  # evaluate NAME OPTIONS...: a test-only run, redone in a folder this script made
+    local name=$1 action reset=()
+    shift
+    action=$("$PY" -m filter_basis.reuse "$TOOL" image_classification "$OUT/$name" --replace)
+    if [ "$action" = replace ]; then
+        reset=(--reset)
+    fi
+    "$PY" image_classification/main.py "$@" --save "$name" --made_by "$TOOL" "${reset[@]}"
+}
+
+if [ -z "${TABLE_ONLY:-}" ]; then
+    train digits_dense "${DENSE_OPTIONS[@]}"
+fi
+dense_state=$(state digits_dense "${DENSE_OPTIONS[@]}")
+if [ "$dense_state" != finished ]; then
+    echo "error: the dense run $OUT/digits_dense has not finished its $DENSE_EPOCHS epochs; run this script" \
+        "again to continue it" >&2
+    exit 1
+fi
 DENSE="$OUT/digits_dense/model/model_latest.pt"
 
 counts() {  # "16,32,64" -> the three --n_basis options; "target0.3" -> --target_compression 0.3
@@ -38,33 +76,35 @@ for row in $ROWS; do
     [ -z "${TABLE_ONLY:-}" ] || break
     name=${row//,/_}
     # shellcheck disable=SC2046
-    $PY image_classification/main.py "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" --test_only \
-        --save "digits_before_$name" --reset
+    evaluate "digits_before_$name" "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" --test_only
     # shellcheck disable=SC2046
-    $PY image_classification/main.py "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" --test_only \
-        --bn_batches 0 --save "digits_nobn_$name" --reset
+    evaluate "digits_nobn_$name" "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" --test_only \
+        --bn_batches 0
     [[ " $FINETUNE_ROWS " == *" $row "* ]] || continue
     # shellcheck disable=SC2046
-    $PY image_classification/main.py "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" "${THREE[@]}" \
-        --lr 0.01 --save "digits_finetune_$name" --reset
+    train "digits_finetune_$name" "${BASIS[@]}" $(counts "$row") --basis_init "$DENSE" "${THREE[@]}" --lr 0.01
     if [[ " $RANDOM_ROWS " == *" $row "* ]]; then
-        # the counts --target_compression chose, read back from the fine-tuning run's args.json
-        opts=$($PY -c "import json,sys; a=json.load(open(sys.argv[1]));
-print(' '.join(f'--n_basis{i} {a[f\"n_basis{i}\"]}' for i in (1, 2, 3)))" "$OUT/digits_finetune_$name/args.json")
+        # the counts --target_compression chose, read back from the fine-tuning run's record
+        opts=$("$PY" -c "import sys; from filter_basis.engine.record import read_run
+a = read_run(sys.argv[1]).options
+print(' '.join(f'--n_basis{i} {a[f\"n_basis{i}\"]}' for i in (1, 2, 3)))" "$OUT/digits_finetune_$name")
         # shellcheck disable=SC2086
-        $PY image_classification/main.py "${BASIS[@]}" $opts "${THREE[@]}" --lr 0.1 \
-            --save "digits_random_$name" --reset
+        train "digits_random_$name" "${BASIS[@]}" $opts "${THREE[@]}" --lr 0.1
     fi
 done
-$PY - "$OUT" $ROWS <<'PYEOF'
+"$PY" - "$OUT" $ROWS <<'PYEOF'
 import json, sys
 from pathlib import Path
+from filter_basis.engine.record import NotAnExperiment, read_run
 out, rows = Path(sys.argv[1]), sys.argv[2:]
-if not (out / "digits_dense" / "summary.json").is_file():
-    sys.exit(f"error: no dense run under {out} yet (digits_dense); run the script without TABLE_ONLY first")
+def record(folder):
+    try:
+        return read_run(out / folder)
+    except NotAnExperiment:
+        return None
 def last(folder, key="top1_error"):
-    path = out / folder / "results.json"
-    return json.loads(path.read_text())[-1]["metrics"][key] if path.is_file() else None
+    found = record(folder)
+    return found.results[-1]["metrics"][key] if found is not None and found.results else None
 def cell(v):
     return "—" if v is None else f"{v:.2f}"
 print(f"dense ResNet-20: {cell(last('digits_dense'))}% test error, "
@@ -75,11 +115,14 @@ print("|---|---|---|---|---|---|---|")
 for row in rows:
     name = row.replace(",", "_")
     done = out / f"digits_before_{name}"
-    args = json.loads((done / "args.json").read_text())
+    before = record(f"digits_before_{name}")
+    if before is None:
+        print(f"| {row} | not run yet |  |  |  |  |  |")
+        continue
     summary = json.loads((done / "summary.json").read_text())
-    counts = "/".join(str(args[f"n_basis{i}"]) for i in (1, 2, 3))
+    counts = "/".join(str(before.options[f"n_basis{i}"]) for i in (1, 2, 3))
     label = f"{counts} (--target_compression {row[6:]})" if row.startswith("target") else counts
-    fit = json.loads((out / f"digits_before_{name}" / "basis_init.json").read_text())
+    fit = json.loads((done / "basis_init.json").read_text())
     print(f"| {label} | {summary['weight_params']:,} ({summary['compression_pct']:.1f}%) | "
           f"{fit['total_relative_error']:.3f} | {cell(last(f'digits_nobn_{name}'))} | "
           f"{cell(last(f'digits_before_{name}'))} | {cell(last(f'digits_finetune_{name}'))} | "

@@ -159,29 +159,47 @@ def test_table5_killed_run_continues_finished_run_is_skipped_and_table_printed(r
     done_before = _epochs(folder)
     assert 1 <= len(done_before) < 3, "the run finished before it could be killed"
     first_record = json.loads((folder / "results.json").read_text())[0]
+    recorded = json.loads((folder / "run.json").read_text())["epochs_done"]  # may lag the state by one
 
     code, out, _ = _drive(driver, monkeypatch, capfd, env, "table5")
     assert code == 0
-    assert f"ResNet56_Basis: continuing from epoch {done_before[-1]} of 3" in out
+    assert f"ResNet56_Basis: continuing ({recorded} of 3 epochs recorded)" in out
     train_line = next(line for line in out.splitlines() if "ResNet56_Basis train on cpu" in line)
-    assert train_line.endswith("--load ResNet56_Basis") and "--save" not in train_line
+    assert train_line.endswith("--save ResNet56_Basis --auto_resume --made_by paper")
+    assert "--reset" not in train_line and "--load" not in train_line
     assert _epochs(folder) == [1, 2, 3]
     assert json.loads((folder / "results.json").read_text())[0] == first_record  # not restarted
+    assert json.loads((folder / "run.json").read_text())["made_by"] == "paper"
     test_args = json.loads((tmp_path / "save" / "test" / "ResNet56_Basis" / "args.json").read_text())
     assert test_args["test_only"] and test_args["pretrained"] == str(folder / "model" / "model_best.pt")
+    assert test_args["made_by"] == "paper"
     rows = _table_rows(out)
-    assert "top-1 error % (best) paper" in rows[0] and "train time s" in rows[0]
+    assert "top-1 error % paper" in rows[0] and "train time s" in rows[0]
     assert rows[1].startswith("| ResNet56_Basis |") and "| 6.60 |" in rows[1]
     cells = dict(zip(_cells(rows[0]), _cells(rows[1])))
     epoch_times = [r["time_s"] for r in json.loads((folder / "results.json").read_text())]
     assert float(cells["train time s"]) == pytest.approx(sum(epoch_times), abs=0.5)  # of the training run
     assert (tmp_path / "save" / "test" / "table5.md").is_file()
 
+    # finished with these options: skipped, even without its training state and with a user's file in it
+    (folder / "training_state.pt").unlink()
+    (folder / "NOTES.txt").write_text("mine\n")
+    kept = sorted(p.name for p in folder.rglob("*"))
     code, again, _ = _drive(driver, monkeypatch, capfd, env, "table5")
     assert code == 0
-    assert "ResNet56_Basis: finished (3 epochs" in again and "test results up to date" in again
+    assert "ResNet56_Basis: finished (3 of 3 epochs" in again and "test results up to date" in again
     assert " train on " not in again and " test on " not in again  # no main.py started
     assert _table_rows(again) == rows
+    assert sorted(p.name for p in folder.rglob("*")) == kept
+    assert (folder / "NOTES.txt").read_text() == "mine\n"
+
+    # other options (EXTRA): refused in one line naming the option and both values; nothing started
+    other = dict(env, EXTRA=env["EXTRA"].replace("--batch_size 16", "--batch_size 8"))
+    code, out, err = _drive(driver, monkeypatch, capfd, other, "table5")
+    assert code == 2 and " on cpu" not in out and len(err.splitlines()) == 1
+    assert err.startswith(f"error: {folder} holds a run made with other options: --batch_size 8 (saved 16); "
+                          "paper neither uses nor replaces it")
+    assert sorted(p.name for p in folder.rglob("*")) == kept
 
 
 def test_table2_runs_a_configuration_end_to_end(dir_data, tmp_path, driver, monkeypatch, capfd):
@@ -192,7 +210,7 @@ def test_table2_runs_a_configuration_end_to_end(dir_data, tmp_path, driver, monk
     metrics = json.loads((test / "results.json").read_text())[0]["metrics"]
     assert set(metrics) == {f"{name}_x4" for name in ("Set5", "Set14", "B100", "Urban100", "DIV2K")}
     rows = _table_rows(out)
-    assert "Urban100_x4 PSNR (best) paper" in rows[0]
+    assert "Urban100_x4 PSNR paper" in rows[0]
     assert rows[1].startswith("| EDSR_Basis_X4_L8_B128+27 |") and "| 25.76 |" in rows[1]
 
 
@@ -383,16 +401,17 @@ def test_collect_puts_the_paper_beside_tested_runs_with_their_training_time(tmp_
         (path / "results.json").write_text(json.dumps(results))
 
     trained = tmp_path / "ResNet56_Basis"
-    folder(trained, {}, [{"epoch": e, "metrics": {"top1_error": 9.0}, "time_s": 30.0} for e in (1, 2)])
+    folder(trained, {}, [{"epoch": e, "metrics": {"top1_error": 9.0}, "train_loss": 1.0, "time_s": 30.0}
+                         for e in (1, 2)])
     folder(tmp_path / "test" / "ResNet56_Basis", {"test_only": True,
                                                  "pretrained": str(trained / "model" / "model_best.pt")},
            [{"epoch": 0, "metrics": {"top1_error": 7.0}}])
     tables = collect.collect([tmp_path / "test" / "ResNet56_Basis"], tmp_path / "out",
                              paper=collect.read_paper(driver.CONFIGS))
-    row = tables["classification"].rows[0]
+    row = tables["classification_evaluations"].rows[0]
     assert row["run"] == "ResNet56_Basis" and row["train time s"] == 60.0
-    assert row["top-1 error % (best) paper"] == 6.60
-    assert row["top-1 error % (best) diff"] == pytest.approx(0.4)
+    assert row["top-1 error % paper"] == 6.60
+    assert row["top-1 error % diff"] == pytest.approx(0.4)
 
 
 def test_gpu_slots_one_run_per_device_or_torchrun_over_all(driver, monkeypatch):
@@ -442,3 +461,49 @@ def test_evaluate_finds_released_files_first_then_our_experiment_folders(driver,
     assert driver.find_checkpoint(configs["ResNet56_Factor"], tmp_path) is None
     assert configs["EDSR_X2_L32"].official_file == "EDSR_X2_L32.pt"
     assert configs["SRResNet_X4"].official_file == "SRResNet_X4_L16.pt" and not configs["VGG16"].official_file
+
+
+def test_evaluate_with_nothing_to_evaluate_names_what_it_looked_for(tmp_path, driver, monkeypatch, capfd):
+    empty = tmp_path / "released"
+    empty.mkdir()
+    env = _env(tmp_path, tmp_path / "save", ONLY="ResNet56_Basis,VGG16")
+    code, out, err = _drive(driver, monkeypatch, capfd, env, "evaluate", str(empty))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err == (f"error: nothing to evaluate in {empty}: looked for the released files ResNet_Basis.pt "
+                   "and <configuration>/model/model_best.pt of 2 configuration(s) (VGG16, ResNet56_Basis)\n")
+    assert not (tmp_path / "save").exists()
+
+
+def test_a_configuration_is_finished_exactly_at_its_epochs(driver, tmp_path):
+    """Finished means epochs done >= the --epochs asked for (2 of 3 continues), with or without run.json."""
+    from filter_basis import reuse
+    from filter_basis.engine.resume import plain_options
+
+    config = {c.name: c for c in driver.load_configs()}["ResNet56_Basis"]
+    settings = driver.Settings(tmp_path, tmp_path / "save", [], False, 3, [], ["--depth", "8"])
+    options = plain_options(driver._tree_parse(config.tree, driver.train_argv(config, settings)
+                                               + ["--save", config.name]))
+    folder = settings.dir_save / config.name
+    folder.mkdir(parents=True)
+    (folder / "args.json").write_text(json.dumps(options))
+    for record in (False, True):
+        for done, state, expected in ((2, True, reuse.CONTINUE), (3, True, reuse.FINISHED),
+                                      (3, False, reuse.FINISHED), (4, False, reuse.FINISHED)):
+            results = [{"epoch": e, "metrics": {"top1_error": 5.0}, "train_loss": 1.0, "time_s": 1.0}
+                       for e in range(1, done + 1)]
+            (folder / "results.json").write_text(json.dumps(results))
+            (folder / "log.txt").write_text("")
+            if record:
+                (folder / "run.json").write_text(json.dumps({
+                    "format": 1, "tree": config.tree, "kind": "training", "made_by": "paper",
+                    "epochs_planned": 3, "epochs_done": done, "status": "training", "best": None}))
+            (folder / "training_state.pt").unlink(missing_ok=True)
+            if state:
+                (folder / "training_state.pt").write_bytes(b"state")
+            assert driver.training_decision(config, settings).action == expected, (record, done, state)
+    (folder / "training_state.pt").unlink(missing_ok=True)
+    (folder / "results.json").write_text(json.dumps(results[:2]))
+    (folder / "run.json").write_text(json.dumps({"format": 1, "tree": config.tree, "made_by": "paper",
+                                                 "epochs_planned": 3, "epochs_done": 2, "status": "stopped"}))
+    with pytest.raises(reuse.Refused, match="holds 2 trained epoch.s. but no training_state.pt"):
+        driver.training_decision(config, settings)  # neither finished nor continuable: never reset

@@ -3,6 +3,7 @@ should, the time left follows the measured speed, the report writes tables and t
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,48 +37,105 @@ def test_every_planned_command_is_accepted_by_its_tree(smoke, tmp_path):
     assert [r.name for r in runs] == ["ResNet", "ResNet_Basis", "ResNet_Factor", "ResNet_Group",
                                       "Bicubic", "EDSR", "EDSR_Basis", "EDSR_Factor"]
     for run in runs:
-        argv = quickstart.command(run, tmp_path, "--reset")[2:]
+        argv = quickstart.command(run, tmp_path, quickstart.reuse.REPLACE)[2:]
+        flags = [token for token in argv if token.startswith("--")]
+        assert len(flags) == len(set(flags)), f"an option given twice: {argv}"
         args = (cls_args if run.task == quickstart.CLASSIFICATION else sr_args)(argv)
-        assert args.model == run.name and args.save == run.name and args.reset
+        assert (args.model, args.save, args.reset, args.made_by) == (run.name, run.name, True, "quickstart")
         assert run.test_only == args.test_only
         if not run.test_only:
             assert args.epochs == run.epochs
-    edsr = sr_args(quickstart.command(runs[5], tmp_path, "--load")[2:])
-    assert edsr.load == "EDSR" and edsr.scale == [2] and edsr.save_results and not edsr.reset
+            assert args.print_every == 1000  # no template overrides the quickstart's own value
+        if smoke and run.task == quickstart.SUPER_RESOLUTION:
+            assert args.data_test == "Set5"
+            assert run.test_only or (args.batch_size, args.patch_size) == (4, 48)
+    edsr = sr_args(quickstart.command(runs[5], tmp_path, quickstart.reuse.CONTINUE)[2:])
+    assert edsr.auto_resume and edsr.scale == [2] and edsr.save_results and not edsr.reset
+
+
+def test_merged_options_replace_in_place():
+    parts = ["--a", "1", "--b", "--c", "x", "y"], ["--c", "z", "--d", "2"], ["--a", "3"]
+    assert quickstart.merged(*parts) == ["--a", "3", "--b", "--c", "z", "--d", "2"]
+
+
+def test_smoke_runs_have_their_own_folder_a_short_eta_and_unjudged_checks(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(quickstart, "run_all", lambda runs, out, reset: seen.append(out))
+    monkeypatch.setattr(quickstart, "report", lambda runs, out, smoke=False: seen.append(smoke))
+    assert quickstart.main(["--smoke"]) == 0 and quickstart.main([]) == 0
+    assert seen == [quickstart.ROOT / "experiment" / "quickstart_smoke", True,
+                    quickstart.ROOT / "experiment" / "quickstart", False]
+    monkeypatch.chdir(tmp_path)  # a relative --out is taken from the current folder
+    assert quickstart.main(["--smoke", "--out", "mine"]) == 0 and seen[-2] == tmp_path / "mine"
+    assert "cd " not in (SCRIPTS / "quickstart.sh").read_text()  # the wrapper keeps the caller's folder
+
+    smoke, real = quickstart.Progress(quickstart.plan(True)), quickstart.Progress(quickstart.plan(False))
+    assert smoke.left() <= 120 and real.left() >= 600  # the first ETA of a smoke run is not the real one's
+
+    tables = {"classification": collect_table([{"model": "ResNet", "top-1 error % (last)": 80.0}]),
+              "super_resolution": collect_table([{"model": "EDSR_Basis", "Set5_x2 PSNR (last)": 20.0},
+                                                 {"model": "Bicubic", "Set5_x2 PSNR (last)": 25.0}])}
+    lines = quickstart.checks(tables, smoke=True)
+    assert lines[0] == quickstart.SMOKE_NOTE and "numbers mean nothing" in lines[0]
+    assert lines[1:] == ["check: Digits ResNet top-1 error 80.00% (target <= 3%): not judged (smoke run)",
+                         "check: Set5 x2 EDSR_Basis 20.00 dB vs Bicubic 25.00 dB, -5.00 dB "
+                         "(target >= +0.5 dB): not judged (smoke run)"]
+    assert all("NOT reached" not in line for line in lines)
+    assert quickstart.checks(tables)[0].endswith("NOT reached")
+
+
+def collect_table(rows):
+    return quickstart.collect.Table("x", [], rows)
 
 
 def fake_runner(calls, fail=None, stop_at_epoch=None):
-    """Stands in for main.py: writes the experiment folder a finished (or interrupted) run leaves."""
+    """Stands in for main.py: writes the experiment folder (with its run.json record) a finished or
+    interrupted run leaves, continuing a folder with a training state under --auto_resume."""
     def runner(cmd, log):
         argv = cmd[2:]
         calls.append(argv)
         get = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None  # noqa: E731
-        name = get("--save") or get("--load")
+        name = get("--save")
         if name == fail:
             return 3
         folder = Path(get("--dir_save")) / name
+        if "--reset" in argv and folder.exists():
+            shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        epochs = 0 if "--test_only" in argv else int(get("--epochs"))
+        classification = "ResNet" in name
+        args = (cls_args if classification else sr_args)(argv)
+        epochs = 0 if args.test_only else args.epochs
         last = stop_at_epoch if stop_at_epoch is not None and epochs else epochs
-        metrics = {"top1_error": 1.0} if "ResNet" in name else {"Set5_x2": {"psnr": 30.0, "ssim": 0.9}}
-        results = [{"epoch": e, "metrics": metrics, "time_s": 1.0} for e in range(1, last + 1)] or \
-            [{"epoch": 0, "metrics": metrics}]
-        files = {"args.json": {"model": get("--model")}, "summary.json": {"weight_params": 5},
-                 "results.json": results}
+        metrics = {"top1_error": 1.0} if classification else {"Set5_x2": {"psnr": 30.0, "ssim": 0.9}}
+        results = [{"epoch": e, "metrics": metrics, "train_loss": 0.1, "time_s": 1.0}
+                   for e in range(1, last + 1)] or [{"epoch": 0, "metrics": metrics}]
+        record = {"format": 1, "tree": "image_classification" if classification else "super_resolution",
+                  "kind": "test" if args.test_only else "training", "made_by": args.made_by,
+                  "epochs_planned": epochs, "epochs_done": last, "best": None, "basis_counts": None,
+                  "status": "finished" if last == epochs else "training"}
+        files = {"args.json": json.loads(json.dumps(vars(args), default=str)), "results.json": results,
+                 "summary.json": {"weight_params": 0 if args.model == "Bicubic" else 5}, "run.json": record}
         for file, content in files.items():
             (folder / file).write_text(json.dumps(content))
-        (folder / "training_state.pt").write_bytes(b"")
+        if not args.test_only:
+            (folder / "training_state.pt").write_bytes(b"")
         return 0
     return runner
 
 
+def _models(calls):
+    return [argv[argv.index("--model") + 1] for argv in calls]
+
+
 def test_runs_are_reused_continued_or_redone(tmp_path):
-    runs = quickstart.plan()[:2] + quickstart.plan()[4:5]
+    runs = quickstart.plan(smoke=True)[:2] + quickstart.plan(smoke=True)[4:5]
     lines, calls = [], []
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
-    assert len(calls) == 3 and all("--reset" in argv for argv in calls)
-    manifest = json.loads((tmp_path / "runs.json").read_text())
-    assert manifest["classification/ResNet"]["state"] == "finished"
+    assert len(calls) == 3 and not any("--reset" in argv for argv in calls)
+    assert ["--auto_resume" in argv for argv in calls] == [True, True, False]  # Bicubic: a test
+    assert all(argv[argv.index("--made_by") + 1] == "quickstart" for argv in calls)
+    assert json.loads((tmp_path / "classification" / "ResNet" / "run.json").read_text())["made_by"] == \
+        "quickstart"
 
     calls.clear()
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
@@ -85,7 +143,8 @@ def test_runs_are_reused_continued_or_redone(tmp_path):
 
     runs[1].options = runs[1].options + ["--lr", "0.05"]  # other settings: that run only is redone
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
-    assert [argv[argv.index("--model") + 1] for argv in calls] == ["ResNet_Basis"]
+    assert _models(calls) == ["ResNet_Basis"] and "--reset" in calls[0]
+    assert "redoing classification ResNet_Basis" in "\n".join(lines)
 
     calls.clear()
     quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner(calls), write=lines.append)
@@ -93,17 +152,48 @@ def test_runs_are_reused_continued_or_redone(tmp_path):
 
 
 def test_an_interrupted_run_continues_and_a_failed_one_stops(tmp_path):
-    runs = quickstart.plan()[:1]
-    calls = []
+    runs = quickstart.plan(smoke=True)[:1]
+    runs[0].options = quickstart.merged(runs[0].options, ["--epochs", "3"])
+    runs[0].epochs = 3
+    calls, lines = [], []
     quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls, stop_at_epoch=2), write=print)
     calls.clear()
-    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=print)
-    assert "--load" in calls[0] and "--reset" not in calls[0]
-    lines = []
+    quickstart.run_all(runs, tmp_path, reset=False, runner=fake_runner(calls), write=lines.append)
+    assert "--auto_resume" in calls[0] and "--reset" not in calls[0]
+    assert lines[0].startswith("[quickstart 1/1] continuing classification ResNet")
     with pytest.raises(SystemExit) as stop:
         quickstart.run_all(runs, tmp_path, reset=True, runner=fake_runner([], fail="ResNet"),
                            write=lines.append)
     assert stop.value.code == 3 and "failed (exit status 3)" in lines[-1]
+
+
+def test_folders_the_quickstart_did_not_make_are_refused_untouched(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "quick"
+    mine = out / "classification" / "ResNet"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("keep me\n")
+    (out / "classification.md").write_text("my table\n")
+    calls = []
+    monkeypatch.setattr(quickstart, "execute", fake_runner(calls))
+    assert quickstart.main(["--smoke", "--only", "ResNet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {mine} is not an experiment folder") and len(err.splitlines()) == 1
+    assert calls == [] and (mine / "precious.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["precious.txt"]
+    assert (out / "classification.md").read_text() == "my table\n"
+    assert quickstart.main(["--smoke", "--only", "ResNet", "--out", str(out), "--reset"]) == 2  # even asked
+    assert (mine / "precious.txt").is_file() and calls == []
+
+    # a run of the user's (no made_by) with other options: refused, naming the option and both values
+    runs = quickstart.plan(smoke=True)[1:2]
+    user_run = quickstart.command(runs[0], out, quickstart.reuse.START)
+    user_run = [t for t in user_run if t not in ("--made_by", "quickstart")] + ["--lr", "0.5"]
+    fake_runner([])(user_run, None)
+    with pytest.raises(quickstart.reuse.Drifted, match=r"--lr 0\.1 \(saved 0\.5\); quickstart neither uses"):
+        quickstart.run_all(runs, out, reset=False, runner=fake_runner(calls), write=lambda line: None)
+    assert calls == []
+    quickstart.run_all(runs, out, reset=True, runner=fake_runner(calls), write=lambda line: None)
+    assert len(calls) == 1 and "--reset" in calls[0]  # the user asked the quickstart to redo its runs
 
 
 def test_time_left_follows_the_measured_speed():
@@ -212,14 +302,3 @@ def test_figure_script_reports_a_missing_output_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
-
-def test_two_quickstart_processes_keep_each_others_records(tmp_path):
-    a_run, b_run = quickstart.plan()[:2]
-    first, second = quickstart.Manifest(tmp_path / "runs.json"), quickstart.Manifest(tmp_path / "runs.json")
-    first.mark(a_run, "started")
-    second.mark(b_run, "started")  # --only in another process, started meanwhile
-    first.mark(a_run, "finished", 5.0)
-    second.mark(b_run, "finished", 7.0)
-    entries = json.loads((tmp_path / "runs.json").read_text())
-    assert {key: (e["state"], e["seconds"]) for key, e in entries.items()} == {
-        "classification/ResNet": ("finished", 5.0), "classification/ResNet_Basis": ("finished", 7.0)}

@@ -6,15 +6,17 @@
 
 The configurations are the rows of ``configs.tsv`` beside this file.  Settings come from environment
 variables (see ``--help``).  Every run is one ``main.py`` process, so a script killed at any moment picks
-up on the next call: a finished configuration (its results.json reached --epochs) is skipped, an
-interrupted one continues with ``--load``.
+up on the next call: a configuration finished with the same options (its record reached --epochs) is
+skipped, an interrupted one continues (``--auto_resume``), one made with other options is refused; the
+scripts never remove a run (docs/results.md, "The tools' rules").
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
-import json
+import io
 import os
 import shlex
 import signal
@@ -29,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from filter_basis import reuse  # noqa: E402
 from filter_basis.engine import find_tree  # noqa: E402
-from filter_basis.engine.experiment import STATE_FILE  # noqa: E402
 from filter_basis.engine.options import COMMON_DEFAULTS  # noqa: E402
+from filter_basis.engine.record import folder_state  # noqa: E402
 from filter_basis.errors import OptionError, RunStopped, report_errors  # noqa: E402
 
 CONFIGS = Path(__file__).with_name("configs.tsv")
@@ -41,6 +44,7 @@ TABLE_TITLES = {"5": "Table 5: CIFAR-10, top-1 error (%)", "2": "Table 2: x4 sup
 SCRIPTS = {"table5": "table5_cifar10.sh", "table2": "table2_sr_light.sh", "table3": "table3_edsr.sh",
            "evaluate": "evaluate.sh", "params": "params.sh"}
 PRETRAINED = {"image_classification": "--pretrained", "super_resolution": "--pre_train"}
+TOOL = "paper"  # the made_by of the runs the scripts start (evaluate.sh: "evaluate")
 DEFAULT_EPOCHS = COMMON_DEFAULTS["epochs"]  # both trees' --epochs default
 
 
@@ -191,26 +195,6 @@ def option_value(argv: List[str], option: str, default=None):
     return value
 
 
-def read_results(folder: Path) -> list:
-    path = folder / "results.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else []
-    except ValueError:
-        return []
-
-
-def trained_epochs(folder: Path) -> int:
-    """The last training epoch whose evaluation and training state were both written."""
-    state = folder / STATE_FILE
-    results = folder / "results.json"
-    if not state.is_file() or not results.is_file():
-        return 0
-    epochs = [r["epoch"] for r in read_results(folder) if "train_loss" in r]
-    if state.stat().st_mtime < results.stat().st_mtime:  # killed between results.json and the state
-        epochs = epochs[:-1]
-    return max(epochs, default=0)
-
-
 # ----------------------------------------------------------------------------------------------- runs
 @dataclass
 class Run:
@@ -311,7 +295,9 @@ def _wait_any(running: dict):
 
 # ------------------------------------------------------------------------------------------ data check
 def _tree_parse(tree: str, argv: List[str]):
-    return importlib.import_module(f"{tree}.option").parse_args(argv)
+    """The options of a configuration's line (the notes of its template are main.py's to print)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        return importlib.import_module(f"{tree}.option").parse_args(argv)
 
 
 def _without(argv: List[str], options) -> List[str]:
@@ -409,53 +395,58 @@ def requested_epochs(argv: List[str]) -> int:
     return int(option_value(argv, "--epochs", DEFAULT_EPOCHS))
 
 
+def training_decision(config: Config, settings: Settings) -> reuse.Decision:
+    """start, continue or finished (the tools' rules of filter_basis.reuse: finished with these options);
+    a folder made with other options, or that cannot be continued, is refused (one line, nothing run)."""
+    argv = train_argv(config, settings) + ["--save", config.name]
+    return reuse.decide(settings.dir_save / config.name, TOOL, config.tree, argv)
+
+
 def finished(config: Config, settings: Settings) -> bool:
-    epochs = requested_epochs(train_argv(config, settings))
-    folder = settings.dir_save / config.name
-    return epochs > 0 and trained_epochs(folder) >= epochs and best_model(folder).is_file()
+    return training_decision(config, settings).action == reuse.FINISHED
 
 
 def training_runs(configs: List[Config], settings: Settings) -> List[Run]:
+    """One main.py run per configuration not finished: ``--save NAME --auto_resume`` starts it or continues
+    it; the scripts never remove a run (docs/results.md, "The tools' rules")."""
     runs = []
     planned = set()
     for config in configs:
         folder = settings.dir_save / config.name
         argv = train_argv(config, settings)
         epochs = requested_epochs(argv)
-        if finished(config, settings):
-            print(f"{config.name}: finished ({epochs} epochs in {folder}), skipped")
+        decision = training_decision(config, settings)
+        if decision.action == reuse.FINISHED:
+            print(f"{config.name}: finished ({decision.epochs_done} of {epochs} epochs in {folder}), skipped")
             continue
-        if (folder / STATE_FILE).is_file():
-            print(f"{config.name}: continuing from epoch {trained_epochs(folder)} of {epochs}")
-            argv += ["--load", config.name]
-        elif folder.exists() and any(folder.iterdir()):
-            print(f"{config.name}: {folder} holds no finished epoch; starting afresh")
-            argv += ["--save", config.name, "--reset"]
-        else:
-            argv += ["--save", config.name]
+        if decision.action == reuse.CONTINUE:
+            print(f"{config.name}: continuing ({decision.epochs_done} of {epochs} epochs recorded)")
+        argv += ["--save", config.name, "--auto_resume", "--made_by", TOOL]
         run = Run(f"{config.name} train", config.tree, argv)
         if config.init_from:
             run.after = [f"{config.init_from} train"] if config.init_from in planned else []
-            run.prepare = _init_step(config, settings, run)
+            run.prepare = _init_step(config, settings, run, decision.action == reuse.START)
         planned.add(config.name)
         runs.append(run)
     return runs
 
 
-def _init_step(config: Config, settings: Settings, run: Run):
+def _init_step(config: Config, settings: Settings, run: Run, starting: bool):
     def prepare():
         target = init_file(settings, config)
-        if "--load" not in run.argv:
+        if starting:  # a continued run takes its weights from its training state
             source = best_model(settings.dir_save / config.init_from)
-            write_init(config, [t for t in run.argv if t != "--reset"], source, target)
+            write_init(config, _without(run.argv, {"--made_by"}), source, target)
         if target.is_file():
             run.argv += ["--pre_train", str(target)]
     return prepare
 
 
 def test_runs(configs: List[Config], settings: Settings, trained: List[Run], out: Path,
-              checkpoints: Dict[str, Path], always: bool) -> List[Run]:
-    """One --test_only run per configuration on its checkpoint; results in ``out/<configuration>``."""
+              checkpoints: Dict[str, Path], always: bool, tool: str = "") -> List[Run]:
+    """One --test_only run per configuration on its checkpoint; results in ``out/<configuration>``, a
+    folder the scripts replace only when its run.json says ``tool`` made it."""
+    tool = tool or TOOL
     trained_labels = {r.label for r in trained}
     runs = []
     for config in configs:
@@ -464,11 +455,15 @@ def test_runs(configs: List[Config], settings: Settings, trained: List[Run], out
         label = f"{config.name} train"
         results = folder / "results.json"
         if (not always and label not in trained_labels and results.is_file() and checkpoint.is_file()
-                and results.stat().st_mtime >= checkpoint.stat().st_mtime):
+                and results.stat().st_mtime >= checkpoint.stat().st_mtime):  # tested after it was saved
             print(f"{config.name}: test results up to date in {folder}")
             continue
+        action = reuse.may_replace(folder, tool).action  # refuses a folder the scripts did not make
         test = [str(checkpoint) if t == "MODEL" else t for t in config.test]
-        argv = test + common_options(settings, out) + settings.extra + ["--save", config.name, "--reset"]
+        argv = test + common_options(settings, out) + settings.extra + ["--save", config.name, "--made_by",
+                                                                        tool]
+        if action == reuse.REPLACE:
+            argv.append("--reset")
         runs.append(Run(f"{config.name} test", config.tree, argv,
                         after=[label] if label in trained_labels else []))
     return runs
@@ -479,7 +474,7 @@ def print_tables(configs: List[Config], out: Path, title: str) -> None:
     """The table of the test folders through filter_basis.collect, with the paper's values beside."""
     from filter_basis import collect
 
-    folders = [out / c.name for c in configs if (out / c.name / "results.json").is_file()]
+    folders = [out / c.name for c in configs if folder_state(out / c.name) == "finished"]
     if not folders:
         print("no results to tabulate yet")
         return
@@ -532,13 +527,15 @@ def command_evaluate(model_dir: Path, settings: Settings, configs: List[Config])
               f"{', '.join(missing)}")
     present = [c for c in chosen if c.name in checkpoints]
     if not present:
-        print(f"nothing to evaluate in {model_dir}")
-        return
+        released = [c.official_file for c in chosen if c.official_file]
+        raise OptionError(f"nothing to evaluate in {model_dir}: looked for the released files "
+                          f"{', '.join(released) or '(none)'} and <configuration>/model/model_best.pt of "
+                          f"{len(chosen)} configuration(s) ({', '.join(c.name for c in chosen)})")
     check_data([(c.tree, c.test + common_options(settings, settings.dir_save) + settings.extra)
                 for c in present])
     settings.choose_devices()
     out = settings.dir_save / "evaluate"
-    execute(test_runs(present, settings, [], out, checkpoints, always=True), settings)
+    execute(test_runs(present, settings, [], out, checkpoints, always=True, tool="evaluate"), settings)
     for table in ("5", "2", "3"):
         rows = [c for c in present if c.table == table]
         if rows:
