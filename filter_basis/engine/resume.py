@@ -27,6 +27,7 @@ RESUME_MAY_CHANGE = (
     "template",  # its name only: the values it sets are compared like any other option
     "data_test", "basis_form",  # what a test run evaluates on; how basis layers compute (same parameters)
     "basis_init", "bn_batches",  # a starting point, replaced by the saved state like the pretrained weights
+    "basis_fit", "fit_batches", "rank_select", "target_flops",  # how that starting point was fitted
 )
 
 

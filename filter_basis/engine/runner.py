@@ -77,16 +77,18 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
     experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
-    dense_init = basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
-    if dense_init is not None and dense_init.choice is not None and env.is_main:
-        print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
+    dense_init = basis_init.prepare(tree, args, experiment)  # settles the counts before args are recorded
+    runtime = Runtime.from_args(args, env)
+    if dense_init is not None:
+        dense_init.settle(lambda: _calibration_loader(tree, args, runtime), runtime)
+        if dense_init.choice is not None and env.is_main:
+            print(f"--basis_init chose: {dense_init.options_line()}")
     state = None
     if experiment.resuming:  # refuse drifted options before building anything
         state = experiment.load_state()
         check_options(args, state.get("options") or experiment.saved_options(),
                       tree.resume_may_change + (tree.pretrained_option,))
     _, info = describe(tree, args)
-    runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
     model = tree.build_model(args)
     set_basis_form(model, args.basis_form)
@@ -109,17 +111,18 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
                                      seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
+    if dense_init is not None:
+        dense_init.calibrate(model, lambda: _calibration_loader(tree, args, runtime), runtime)
     if dense_init is not None and dense_init.needs_batches(model):
         bn_loader = train_loader
         if bn_loader is None:  # a test run re-estimates on the training data when they are at hand
             try:
-                bn_set = tree.build_train_set(args)
-                bn_loader = _loader(tree, args.data_train, bn_set, True, args.batch_size,
-                                    SequentialSampler(bn_set), args, runtime)
+                bn_loader = _calibration_loader(tree, args, runtime)
             except DataError as error:
                 dense_init.no_data = str(error)
         dense_init.reestimate(model, bn_loader, runtime)
     trainer = tree.trainer_class(args, model, loss, runtime, env, experiment, train_loader, test_loaders)
+    trainer.fitted_start = dense_init is not None
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
@@ -136,6 +139,13 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     finally:
         experiment.close()
     return trainer
+
+
+def _calibration_loader(tree: Tree, args: argparse.Namespace, runtime: Runtime):
+    """The training set in order, as --basis_init's calibration and BatchNorm re-estimation read it."""
+    train_set = tree.build_train_set(args)
+    return _loader(tree, args.data_train, train_set, True, args.batch_size, SequentialSampler(train_set),
+                   args, runtime)
 
 
 def _loader(tree: Tree, name: str, dataset, train: bool, batch_size: int, sampler, args: argparse.Namespace,
