@@ -24,6 +24,8 @@ _EXPORTS = {
     "approximation_loss": "filter_basis.approx",
     "fuse": "filter_basis.deploy",
     "FuseReport": "filter_basis.deploy",
+    "compress": "filter_basis.compress",
+    "CompressionReport": "filter_basis.compress",
     "summarize": "filter_basis.complexity",
     "Summary": "filter_basis.complexity",
 }

@@ -307,12 +307,27 @@ def split_covariances(
     return out
 
 
-def _sqrt_and_inverse(cov: torch.Tensor) -> tuple:
+def _cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """Lower factor ``L`` with ``L L^T = cov + ridge`` (a small ridge keeps it invertible)."""
     d = cov.shape[0]
     ridge = 1e-4 * float(cov.trace()) / d + 1e-12
-    values, vectors = torch.linalg.eigh(cov + ridge * torch.eye(d, dtype=cov.dtype, device=cov.device))
-    values = values.clamp_min(ridge)
-    return (vectors * values.sqrt()) @ vectors.T, (vectors / values.sqrt()) @ vectors.T
+    return torch.linalg.cholesky(cov + ridge * torch.eye(d, dtype=cov.dtype, device=cov.device))
+
+
+def _top_right_singular(matrix: torch.Tensor) -> tuple:
+    """``(singular values descending, right-singular vectors as rows)`` through the smaller Gram matrix's
+    eigendecomposition (much cheaper than an SVD of a wide or tall float64 matrix on the CPU)."""
+    rows, cols = matrix.shape
+    if rows >= cols:
+        eigenvalues, vectors = torch.linalg.eigh(matrix.T @ matrix)
+        order = eigenvalues.flip(0).clamp_min(0)
+        return order.sqrt(), vectors.flip(1).T
+    eigenvalues, left = torch.linalg.eigh(matrix @ matrix.T)
+    values = eigenvalues.flip(0).clamp_min(0).sqrt()
+    left = left.flip(1)
+    keep = values > values[0] * 1e-12 if values.numel() else values > 0
+    vh = (left[:, keep].T @ matrix) / values[keep, None]
+    return values, vh
 
 
 def whitened_basis(
@@ -330,14 +345,14 @@ def whitened_basis(
         return decompose.fit_basis(weights, basis_size, n_basis), torch.linalg.svdvals(stacked)
     scales = [float(c.trace()) / d for c in covs]
     shape = sum(c / max(s, 1e-300) for c, s in zip(covs, scales)) / len(covs)
-    root, inverse_root = _sqrt_and_inverse(shape)
-    stacked = torch.cat([r * math.sqrt(max(s, 0.0)) for r, s in zip(rows, scales)]) @ root
-    if stacked.shape[0] > stacked.shape[1]:
-        stacked = torch.linalg.qr(stacked, mode="r").R
-    _, values, vh = torch.linalg.svd(stacked, full_matrices=False)
+    # ||(W - P B) L||^2 = output error for inputs of covariance L L^T: the top right-singular vectors of
+    # W L, mapped back by L^-1, are the basis
+    factor = _cholesky(shape)
+    stacked = torch.cat([r * math.sqrt(max(s, 0.0)) for r, s in zip(rows, scales)]) @ factor
+    values, vh = _top_right_singular(stacked)
     basis = torch.zeros(n_basis, d, dtype=torch.float64, device=stacked.device)
     m = min(n_basis, vh.shape[0])
-    basis[:m] = vh[:m] @ inverse_root
+    basis[:m] = torch.linalg.solve_triangular(factor, vh[:m], upper=False, left=False)
     basis[:m] /= basis[:m].norm(dim=1, keepdim=True).clamp_min(1e-300)
     return basis.reshape(n_basis, basis_size, kh, kw).to(weights[0].dtype), values
 
@@ -587,6 +602,12 @@ class _Fitter:
             else:
                 self._compensate_shift(layer, inputs, pre)
             self._identity_post(layer, inputs)
+            initial = _relative([layer(x) for x in inputs], targets)
+            if initial <= start:  # the better of the SVD start and the data start goes on
+                best, snapshot = initial, copy.deepcopy(layer.state_dict())
+            else:
+                best = start
+                layer.load_state_dict(snapshot)
         outside = _outside_params(self.model, unit.path) | self.frozen_acts
         params = [
             p
@@ -600,13 +621,14 @@ class _Fitter:
                 p is m.weight for m in layer.modules() if isinstance(m, nn.PReLU) and id(m) in self.internal
             )
         ]
-        steps = _adam(layer, params, inputs, targets, self.steps if start > 1e-6 else 0)
+        steps = _adam(layer, params, inputs, targets, self.steps if best > 1e-6 else 0)
         with torch.no_grad():
-            _refresh_norms(layer, inputs)
+            if steps:
+                _refresh_norms(layer, inputs)
             fitted = _relative([layer(x) for x in inputs], targets)
-            if fitted > start:
+            if fitted > best:
                 layer.load_state_dict(snapshot)
-                fitted = start
+                fitted = best
         self.frozen_acts |= {id(m.weight) for m in layer.modules() if isinstance(m, nn.PReLU)}
         return UnitFit(unit.path, "layer", start, fitted, steps)
 

@@ -56,6 +56,38 @@ class Budget:
         return max(scores)
 
 
+def build_budget(probe: nn.Module, baseline: nn.Module, groups, target_compression: Optional[float],
+                 target_flops: Optional[float], input_size: Optional[Sequence[int]] = None) -> tuple:
+    """``(Budget, {resource: the baseline's amount})`` for a weights and/or FLOPs target.
+
+    ``probe`` (any device, meta included) is the basis model as built; its counts need not be the chosen
+    ones: costs are linear in them.  FLOPs are counted for one input of ``input_size``."""
+    from .init_from_dense import filter_costs, weight_params
+
+    names, fixed, costs, limits, wholes = [], [], [[] for _ in groups], [], {}
+    if target_compression is not None:
+        per = filter_costs(probe, groups)
+        whole = weight_params(baseline)
+        names.append("weights")
+        fixed.append(weight_params(probe) - sum(g.basis.n_basis * c for g, c in zip(groups, per)))
+        limits.append(int(target_compression * whole))
+        wholes["weights"] = whole
+        for c, value in zip(costs, per):
+            c.append(value)
+    if target_flops is not None:
+        from .complexity import summarize
+
+        per, total = flops_per_filter(probe, groups, input_size)
+        whole = summarize(baseline, tuple(input_size)).flops
+        names.append("flops")
+        fixed.append(total - sum(g.basis.n_basis * c for g, c in zip(groups, per)))
+        limits.append(int(target_flops * whole))
+        wholes["flops"] = whole
+        for c, value in zip(costs, per):
+            c.append(value)
+    return Budget(names, fixed, costs, limits), wholes
+
+
 def flops_per_filter(model: nn.Module, groups, input_size: Sequence[int]) -> tuple:
     """``(FLOPs one more filter of each basis costs, the model's forward FLOPs)`` for one input of
     ``input_size``, counted as ``--summary`` counts them (on meta tensors)."""

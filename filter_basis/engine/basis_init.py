@@ -95,29 +95,11 @@ class DenseInit:
         if tree.basis_count_options is None:
             raise OptionError(f"--target_compression/--target_flops: the {tree.name} tree cannot set filter "
                               f"counts")
-        names, fixed, costs, limits = [], [], [[] for _ in groups], []
-        self.baseline_counts = {}
-        if args.target_compression is not None:
-            per = fit.filter_costs(probe, groups)
-            baseline = fit.weight_params(self.baseline)
-            names.append("weights")
-            fixed.append(fit.weight_params(probe) - sum(g.basis.n_basis * c for g, c in zip(groups, per)))
-            limits.append(int(args.target_compression * baseline))
-            self.baseline_counts["weights"] = baseline
-            for c, value in zip(costs, per):
-                c.append(value)
-        if getattr(args, "target_flops", None) is not None:
-            from ..complexity import summarize
-            size = tree.summary_input_size(args)
-            per, total = rank_select.flops_per_filter(probe, groups, size)
-            baseline = summarize(self.baseline, size).flops
-            names.append("flops")
-            fixed.append(total - sum(g.basis.n_basis * c for g, c in zip(groups, per)))
-            limits.append(int(args.target_flops * baseline))
-            self.baseline_counts["flops"] = baseline
-            for c, value in zip(costs, per):
-                c.append(value)
-        budget = rank_select.Budget(names, fixed, costs, limits)
+        target_flops = getattr(args, "target_flops", None)
+        size = tree.summary_input_size(args) if target_flops is not None else None
+        budget, self.baseline_counts = rank_select.build_budget(probe, self.baseline, groups,
+                                                                args.target_compression, target_flops, size)
+        names, limits = budget.names, budget.limits
         smallest = budget.spent([1] * len(groups))
         for name, spent, limit in zip(names, smallest, limits):
             if spent > limit:
