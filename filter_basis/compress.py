@@ -40,7 +40,8 @@ class CompressionReport:
         lines = [f"compress: {len(self.counts)} bases; "
                  + ", ".join(f"{n} {self.spent[n]:,} of {self.baseline[n]:,} "
                              f"({100 * self.spent[n] / self.baseline[n]:.1f}%)" for n in self.spent)]
-        lines += [f"  {name}: {n} filters ({', '.join(self.layers[name])})" for name, n in self.counts.items()]
+        lines += [f"  {name}: {n} filters ({', '.join(self.layers[name])})"
+                  for name, n in self.counts.items()]
         if self.fit is not None:
             lines += self.fit.lines()
         return "\n".join(lines + self.notes)
@@ -118,9 +119,11 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
         layers = {p: probe.get_submodule(p) for p in convs}
         few = batches[:SENSITIVITY_BATCHES]
         covs = data_fit.split_covariances(dense, convs, {p: layers[p].basis_size for p in convs}, few, call)
-        bases = [data_fit.whitened_basis([convs[p].weight for p in g.layers], [covs.get(p) for p in g.layers],
-                                         g.width, g.full_rank)[0] for g in groups]
-        curves = rank_select.measure_curves(dense, groups, convs, layers, lambda b, n: bases[b][:n], few, call)
+        bases = [data_fit.whitened_basis([convs[p].weight for p in g.layers],
+                                         [covs.get(p) for p in g.layers], g.width, g.full_rank)[0]
+                 for g in groups]
+        curves = rank_select.measure_curves(dense, groups, convs, layers, lambda b, n: bases[b][:n], few,
+                                            call)
         counts = rank_select.sensitivity_counts(curves, budget)
     result = copy.deepcopy(model)
     for group, n in zip(groups, counts):
@@ -128,9 +131,11 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
         basisify(result, basis_size, n, **{**options, "include": group.layers, "share": share_group})
     report = CompressionReport(dict(zip((g.name for g in groups), counts)),
                                {g.name: g.layers for g in groups},
-                               dict(zip(budget.names, (int(v) for v in budget.spent(counts)))), wholes, curves)
+                               dict(zip(budget.names, (int(v) for v in budget.spent(counts)))), wholes,
+                               curves)
     report.fit = data_fit.fit_by_data(result, dense, batches, call, steps)
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in result.modules()) and not report.fit.exact:
+    has_norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in result.modules())
+    if has_norms and not report.fit.exact:
         chosen = batches if bn_batches is None else batches[:bn_batches]
         report.bn_batches = reestimate_batchnorm(result, chosen, None if forward is None else
                                                  (lambda x: forward(result, x)))

@@ -1,4 +1,4 @@
-"""--basis_fit data, --target_flops, --rank_select sensitivity, epoch 0 of --basis_init, filter_basis.compress."""
+"""--basis_fit data, --target_flops, --rank_select sensitivity, epoch 0 of --basis_init, and compress()."""
 
 import copy
 import json
@@ -67,12 +67,15 @@ def _relative(a, b):
 
 # ---------------------------------------------------------------------------- exactness and error
 @pytest.mark.parametrize("name,option,model,common,dense,basis,extra,shape", [
-    ("ResNet k1", cls_option, cls_model, RESNET + ["--k_size2", "1"], "ResNet", "ResNet_Basis", FULL, (3, 32, 32)),
-    ("ResNet k3", cls_option, cls_model, RESNET + ["--k_size2", "3"], "ResNet", "ResNet_Basis", FULL, (3, 32, 32)),
+    ("ResNet k1", cls_option, cls_model, RESNET + ["--k_size2", "1"], "ResNet", "ResNet_Basis", FULL,
+     (3, 32, 32)),
+    ("ResNet k3", cls_option, cls_model, RESNET + ["--k_size2", "3"], "ResNet", "ResNet_Basis", FULL,
+     (3, 32, 32)),
     ("EDSR", sr_option, sr_model, SR, "EDSR", "EDSR_Basis", ["--n_basis", "36"], (3, 12, 12)),
     ("EDSR shared", sr_option, sr_model, SR, "EDSR", "EDSR_Basis", ["--n_basis", "36", "--share_basis"],
      (3, 12, 12)),
-    ("SRResNet PReLU", sr_option, sr_model, SR, "SRResNet", "SRResNet_Basis", ["--n_basis", "36"], (3, 12, 12)),
+    ("SRResNet PReLU", sr_option, sr_model, SR, "SRResNet", "SRResNet_Basis", ["--n_basis", "36"],
+     (3, 12, 12)),
 ])
 def test_full_rank_data_fit_reproduces_the_dense_outputs(name, option, model, common, dense, basis, extra,
                                                          shape, few_steps):
@@ -226,9 +229,10 @@ def test_epoch_0_is_a_candidate_for_best(tmp_path):
 # ---------------------------------------------------------------------------- every family, end to end
 @pytest.mark.parametrize("tree,option,model,common,dense,extra", [
     (CLS_TREE, cls_option, cls_model, ["--vgg_type", "11", "--data_train", "Synthetic", "--data_test",
-                                       "Synthetic"], "VGG", ["--model", "VGG_Basis", "--n_basis", "16", "--basis_size", "32"]),
-    (CLS_TREE, cls_option, cls_model, ["--depth", "10", "--k", "4", "--data_train", "Synthetic", "--data_test",
-                                       "Synthetic"], "DenseNet",
+                                       "Synthetic"], "VGG",
+     ["--model", "VGG_Basis", "--n_basis", "16", "--basis_size", "32"]),
+    (CLS_TREE, cls_option, cls_model, ["--depth", "10", "--k", "4", "--data_train", "Synthetic",
+                                       "--data_test", "Synthetic"], "DenseNet",
      ["--model", "DenseNet_Basis", "--n_basis", "8", "--transition_group", "2"]),
     (CLS_TREE, cls_option, cls_model, RESNET + ["--k_size2", "3"], "ResNet",
      ["--model", "ResNet_Basis", "--target_compression", "0.9"]),
