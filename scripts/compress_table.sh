@@ -6,7 +6,8 @@
 # re-estimated) and after 1 epoch of fine-tuning (rows marked for it).
 #
 #   scripts/compress_table.sh [OUT]           (experiment folders under OUT, default experiment/compress)
-#   REDUCED=1 ...      the reduced table: Digits ResNet-20 only, dense model trained for 3 epochs
+#   REDUCED=1 ...      the reduced table: Digits ResNet-8 only (DEPTH=8), dense model trained for 2 epochs,
+#                      four rows at 20% of the weights and 50% of the FLOPs, no fine-tuning
 #   ROWS="..." ...     the rows, one per word: FAMILY:MODEL_OPTIONS:BUDGET:FIT:SELECT[:tune]
 #                      FAMILY digits_resnet|digits_vgg|digits_densenet|photos_edsr|photos_srresnet;
 #                      MODEL_OPTIONS comma-separated (e.g. --k_size2,1); BUDGET w0.3 (weights) or f0.5 (FLOPs)
@@ -17,14 +18,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${1:-experiment/compress}
 FIT=${FIT_BATCHES:-32}
-if [ -n "${REDUCED:-}" ]; then
-    CLS_EPOCHS=${CLS_EPOCHS:-3}; CLS_DECAY=${CLS_DECAY:-step-2}
-    DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.3:weights:energy digits_resnet:--k_size2,1:w0.3:data:energy
-digits_resnet:--k_size2,1:w0.3:data:sensitivity digits_resnet:--k_size2,1:w0.15:weights:energy:tune
-digits_resnet:--k_size2,1:w0.15:data:energy digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune
-digits_resnet:--k_size2,1:f0.5:data:sensitivity digits_resnet:--k_size2,3:w0.5:data:sensitivity"
+if [ -n "${REDUCED:-}" ]; then  # what a loaded 2-core machine finishes in about half an hour
+    CLS_EPOCHS=${CLS_EPOCHS:-2}; CLS_DECAY=${CLS_DECAY:-step-1}; DEPTH=${DEPTH:-8}
+    DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.2:weights:energy digits_resnet:--k_size2,1:w0.2:data:energy
+digits_resnet:--k_size2,1:w0.2:data:sensitivity digits_resnet:--k_size2,1:f0.5:data:sensitivity"
 else
-    CLS_EPOCHS=${CLS_EPOCHS:-8}; CLS_DECAY=${CLS_DECAY:-step-5-7}
+    CLS_EPOCHS=${CLS_EPOCHS:-8}; CLS_DECAY=${CLS_DECAY:-step-5-7}; DEPTH=${DEPTH:-20}
     DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.3:weights:energy digits_resnet:--k_size2,1:w0.3:data:energy
 digits_resnet:--k_size2,1:w0.3:data:sensitivity digits_resnet:--k_size2,1:w0.15:weights:energy:tune
 digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune digits_resnet:--k_size2,1:f0.5:data:sensitivity
@@ -44,7 +43,7 @@ SRRESNET=(--n_resblocks 4 --n_feats 32)
 
 family() {  # FAMILY -> "tree|dense options|basis model|its options"
     case $1 in
-        digits_resnet) echo "image_classification|--model ResNet --depth 20|ResNet_Basis|--depth 20" ;;
+        digits_resnet) echo "image_classification|--model ResNet --depth $DEPTH|ResNet_Basis|--depth $DEPTH" ;;
         digits_vgg) echo "image_classification|--model VGG|VGG_Basis|" ;;
         digits_densenet) echo "image_classification|--model DenseNet --depth 40 --k 12|DenseNet_Basis|--depth 40 --k 12" ;;
         photos_edsr) echo "super_resolution|--model EDSR ${EDSR[*]}|EDSR_Basis|${EDSR[*]}" ;;

@@ -10,6 +10,8 @@
 #   FINETUNE_ROWS="16,32,64" ...                                (rows that get the fine-tuning run)
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
 #   TABLE_ONLY=1 ...                                    (only print the table of runs already made)
+#   FIT="--basis_fit weights --rank_select energy" ...  (how --basis_init fits and chooses; default: the
+#                                                        data fit and sensitivity selection)
 # Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,8 @@ ROWS=${ROWS:-"144,288,576 24,48,96 16,32,64 target0.3 8,16,32 4,8,16"}
 FINETUNE_ROWS=${FINETUNE_ROWS:-"24,48,96 16,32,64 target0.3"}
 RANDOM_ROWS=${RANDOM_ROWS:-$FINETUNE_ROWS}
 COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT")
-BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1)
+# shellcheck disable=SC2206
+BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1 ${FIT:-})
 THREE=(--epochs 3 --decay step-2)  # two epochs at --lr, the last at --lr / 10
 
 [ -f "$OUT/digits_dense/model/model_latest.pt" ] ||
@@ -62,8 +65,8 @@ out, rows = Path(sys.argv[1]), sys.argv[2:]
 def last(folder, key="top1_error"):
     path = out / folder / "results.json"
     return json.loads(path.read_text())[-1]["metrics"][key] if path.is_file() else None
-def cell(v):
-    return "—" if v is None else f"{v:.2f}"
+def cell(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}"
 print(f"dense ResNet-20: {cell(last('digits_dense'))}% test error, "
       f"{json.loads((out / 'digits_dense' / 'summary.json').read_text())['weight_params']:,} weights")
 print("| n_basis1/2/3 | weights (% of dense) | weight error | error before, dense BN | error before, "
@@ -78,7 +81,7 @@ for row in rows:
     label = f"{counts} (--target_compression {row[6:]})" if row.startswith("target") else counts
     fit = json.loads((out / f"digits_before_{name}" / "basis_init.json").read_text())
     print(f"| {label} | {summary['weight_params']:,} ({summary['compression_pct']:.1f}%) | "
-          f"{fit['total_relative_error']:.3f} | {cell(last(f'digits_nobn_{name}'))} | "
+          f"{cell(fit.get('total_relative_error'), 3)} | {cell(last(f'digits_nobn_{name}'))} | "
           f"{cell(last(f'digits_before_{name}'))} | {cell(last(f'digits_finetune_{name}'))} | "
           f"{cell(last(f'digits_random_{name}'))} |")
 PYEOF
