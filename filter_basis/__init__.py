@@ -26,6 +26,8 @@ _EXPORTS = {
     "fuse": "filter_basis.deploy",
     "fuse_with_report": "filter_basis.deploy",
     "FuseReport": "filter_basis.deploy",
+    "compress": "filter_basis.compress",
+    "CompressionReport": "filter_basis.compress",
     "summarize": "filter_basis.complexity",
     "Summary": "filter_basis.complexity",
     "load_run": "filter_basis.engine.evaluation",

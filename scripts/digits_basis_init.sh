@@ -11,6 +11,8 @@
 #   RANDOM_ROWS="16,32,64" ...                                   (rows that also get the random-init run)
 #   TABLE_ONLY=1 ...                                    (only print the table of runs already made)
 #   PYTHON=... ...                                      (the interpreter; default: the .venv of env.sh)
+#   FIT="--basis_fit weights --rank_select energy" ...  (how --basis_init fits and chooses; default: the
+#                                                        data fit and sensitivity selection)
 # Runs on the CPU; on a 2-core machine the dense model takes ~20 min, each 3-epoch run ~6 min.
 # Runs again pick up where they stopped: the dense model and the trained rows are used only when finished
 # with these options (an interrupted one is continued), the test-only rows are redone; the script replaces
@@ -26,7 +28,8 @@ FINETUNE_ROWS=${FINETUNE_ROWS:-"24,48,96 16,32,64 target0.3"}
 RANDOM_ROWS=${RANDOM_ROWS:-$FINETUNE_ROWS}
 DENSE_EPOCHS=${DENSE_EPOCHS:-10}
 COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT" ${EXTRA:-})
-BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1)
+# shellcheck disable=SC2206
+BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1 ${FIT:-})
 THREE=(--epochs 3 --decay step-2)  # two epochs at --lr, the last at --lr / 10
 DENSE_OPTIONS=("${COMMON[@]}" --model ResNet --epochs "$DENSE_EPOCHS" --decay step-6-9)
 
@@ -103,10 +106,10 @@ def record(folder):
     except NotAnExperiment:
         return None
 def last(folder, key="top1_error"):
-    found = record(folder)
-    return found.results[-1]["metrics"][key] if found is not None and found.results else None
-def cell(v):
-    return "—" if v is None else f"{v:.2f}"
+DENSE_EPOCHS=${DENSE_EPOCHS:-10}
+COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT" ${EXTRA:-})
+# shellcheck disable=SC2206
+BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1 ${FIT:-})
 print(f"dense ResNet-20: {cell(last('digits_dense'))}% test error, "
       f"{json.loads((out / 'digits_dense' / 'summary.json').read_text())['weight_params']:,} weights")
 print("| n_basis1/2/3 | weights (% of dense) | weight error | error before, dense BN | error before, "
@@ -124,7 +127,7 @@ for row in rows:
     label = f"{counts} (--target_compression {row[6:]})" if row.startswith("target") else counts
     fit = json.loads((done / "basis_init.json").read_text())
     print(f"| {label} | {summary['weight_params']:,} ({summary['compression_pct']:.1f}%) | "
-          f"{fit['total_relative_error']:.3f} | {cell(last(f'digits_nobn_{name}'))} | "
+          f"{cell(fit.get('total_relative_error'), 3)} | {cell(last(f'digits_nobn_{name}'))} | "
           f"{cell(last(f'digits_before_{name}'))} | {cell(last(f'digits_finetune_{name}'))} | "
           f"{cell(last(f'digits_random_{name}'))} |")
 PYEOF

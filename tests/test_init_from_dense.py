@@ -28,6 +28,7 @@ RESNET = ["--depth", "8", "--k_size2", "1", "--data_train", "Synthetic", "--data
 EDSR = ["--n_resblocks", "2", "--n_feats", "8", "--basis_size", "4", "--scale", "2"]
 EDSR_WIDE = ["--n_resblocks", "8", "--n_feats", "32", "--basis_size", "8", "--scale", "2"]  # blocks dominate
 CLS_RUN = ["--n_train", "32", "--n_test", "16", "--batch_size", "16", "--cpu", "--n_threads", "0"]
+WEIGHTS_FIT = ["--basis_fit", "weights", "--rank_select", "energy"]  # the closed form, number for number
 
 
 def _resnet_pair(n_basis, seed=0):
@@ -162,8 +163,9 @@ def _dense_file(path, argv, option=cls_option, model=cls_model, seed=0):
 
 def test_cli_basis_init_writes_its_report_and_reestimates_batchnorm(tmp_path, capsys):
     dense = _dense_file(tmp_path / "dense.pt", RESNET + ["--model", "ResNet"])
-    argv = RESNET + CLS_RUN + ["--model", "ResNet_Basis", "--basis_init", str(tmp_path / "dense.pt"),
-                               "--dir_save", str(tmp_path), "--epochs", "1", "--lr", "0.01"]
+    argv = RESNET + CLS_RUN + WEIGHTS_FIT + ["--model", "ResNet_Basis", "--basis_init",
+                                             str(tmp_path / "dense.pt"), "--dir_save", str(tmp_path),
+                                             "--epochs", "1", "--lr", "0.01"]
     trainer = run(CLS_TREE, cls_option.parse_args(argv + ["--save", "cut", "--n_basis1", "4", "--n_basis2",
                                                           "8", "--n_basis3", "8", "--bn_batches", "2"]))
     folder = tmp_path / "cut"
@@ -200,8 +202,8 @@ def test_cli_basis_init_writes_its_report_and_reestimates_batchnorm(tmp_path, ca
 def test_target_compression_fits_the_budget_and_beats_uniform(tmp_path, capsys, tree, option, model,
                                                               dense_argv, argv):
     _dense_file(tmp_path / "dense.pt", dense_argv, option, model)
-    args = option.parse_args(argv + ["--basis_init", str(tmp_path / "dense.pt"), "--target_compression",
-                                     "0.3", "--summary"])
+    args = option.parse_args(argv + WEIGHTS_FIT + ["--basis_init", str(tmp_path / "dense.pt"),
+                                                   "--target_compression", "0.3", "--summary"])
     from filter_basis.engine import basis_init
     init = basis_init.prepare(tree, args)
     choice = init.choice
@@ -217,12 +219,12 @@ def test_target_compression_fits_the_budget_and_beats_uniform(tmp_path, capsys, 
 
 def test_cli_target_compression_prints_and_records_the_options(tmp_path, capsys):
     _dense_file(tmp_path / "dense.pt", RESNET + ["--model", "ResNet"])
-    argv = RESNET + CLS_RUN + ["--model", "ResNet_Basis", "--basis_init", str(tmp_path / "dense.pt"),
-                               "--target_compression", "0.3", "--test_only", "--dir_save", str(tmp_path),
-                               "--save", "tc"]
+    argv = RESNET + CLS_RUN + WEIGHTS_FIT + ["--model", "ResNet_Basis", "--basis_init",
+                                             str(tmp_path / "dense.pt"), "--target_compression", "0.3",
+                                             "--test_only", "--dir_save", str(tmp_path), "--save", "tc"]
     assert cli_main(CLS_TREE, argv) == 0
     out = capsys.readouterr().out
-    line = next(ln for ln in out.splitlines() if ln.startswith("--target_compression 0.3 chose:"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("--basis_init chose:"))
     saved = json.loads((tmp_path / "tc" / "args.json").read_text())
     for i in (1, 2, 3):
         assert f"--n_basis{i} {saved[f'n_basis{i}']}" in line
@@ -231,7 +233,7 @@ def test_cli_target_compression_prints_and_records_the_options(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--model", "ResNet_Basis", "--k_size2", "3"], "a 3x3 projection"),
+    (["--model", "ResNet_Basis", "--k_size2", "3", "--basis_fit", "weights"], "a 3x3 projection"),
     (["--model", "ResNet_Basis", "--depth", "14"], "lacks 'features.1.1.body.0.weight'"),
     (["--model", "ResNet_Basis", "--target_compression", "0.0001"], "is too small"),
 ])
@@ -302,7 +304,7 @@ def test_basis_init_from_torchvision_resnet18_weights_is_exact_at_full_rank(tmp_
     path = tmp_path / "resnet18-torchvision.pth"
     torch.save(reference.state_dict(), path)
     argv = ["--model", "ResNet_Basis", "--depth", "18", "--data_train", "ImageNet", "--data_test", "ImageNet",
-            "--basis_init", str(path), "--bn_batches", "0"]
+            "--basis_init", str(path), "--bn_batches", "0", "--basis_fit", "weights"]
     argv += [f"--basis_size{i}=16" for i in range(1, 5)] + [f"--n_basis{i}=144" for i in range(1, 5)]
     args = cls_option.parse_args(argv)
     dense_init = basis_init.prepare(CLS_TREE, args)

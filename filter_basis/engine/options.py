@@ -145,6 +145,20 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     init.add_argument("--bn_batches", type=nonnegative_int, default=10,
                       help="with --basis_init: training batches to re-estimate BatchNorm statistics on "
                            "(0: keep the baseline's)")
+    # --basis_fit, --fit_batches, --rank_select, --target_flops: see docs/compressing.md
+    init.add_argument("--basis_fit", choices=("data", "weights"), default="data",
+                      help="with --basis_init: fit what the dense layers compute on --fit_batches training "
+                           "batches (data), or their filters in closed form (weights: linear layers only)")
+    init.add_argument("--fit_batches", type=positive_int, default=32,
+                      help="with --basis_init: training batches the data fit and --rank_select sensitivity "
+                           "calibrate on")
+    init.add_argument("--rank_select", choices=("sensitivity", "energy"), default="sensitivity",
+                      help="with a target: choose the filters per basis by measured calibration loss "
+                           "(sensitivity) or by spectral energy per weight (energy)")
+    init.add_argument("--target_flops", type=fraction, default=None,
+                      help="with --basis_init: choose the filters per basis so that the whole model's "
+                           "forward FLOPs (as --summary counts them) are at most this fraction of the "
+                           "baseline's")
 
     log = parser.add_argument_group("experiment folder and logging")
     log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")
@@ -306,6 +320,9 @@ def check_tree_names(args: argparse.Namespace, *, models, train_sets, test_sets,
     if args.target_compression is not None and not is_given(args.basis_init):
         raise OptionError(f"--target_compression {args.target_compression:g} needs --basis_init FILE: the "
                           f"filters per basis are chosen from the dense baseline's filters")
+    if getattr(args, "target_flops", None) is not None and not is_given(args.basis_init):
+        raise OptionError(f"--target_flops {args.target_flops:g} needs --basis_init FILE: the filters per "
+                          f"basis are chosen from the dense baseline")
 
 
 _NOT_GIVEN = object()

@@ -114,13 +114,16 @@ def _settle_counts(experiment: Experiment, tree: Tree, args: argparse.Namespace)
     so the first command continues it without refitting (the printed count options continue it too)."""
     if not experiment.resuming and experiment.finished is None:
         return basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
-    if getattr(args, "target_compression", None) is not None:
+    if getattr(args, "target_compression", None) is not None or \
+            getattr(args, "target_flops", None) is not None:
         chosen = (read_run_file(experiment.dir) or {}).get("basis_counts") or {}
         if isinstance(chosen.get("options"), dict):
             for name, value in chosen["options"].items():
                 setattr(args, name, value)
-        else:  # a folder of an older version: choose the counts again (the same, from the same file)
-            basis_init.prepare(tree, args)
+        else:  # a folder of an older version: the counts its options recorded
+            for name, value in experiment.saved_options().items():
+                if name.startswith("n_basis") and hasattr(args, name):
+                    setattr(args, name, value)
     return None
 
 
@@ -133,8 +136,11 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
             tested: Optional[evaluation.Evaluation]) -> Optional[Trainer]:
     may_change = tree.resume_may_change + (tree.pretrained_option,)
     dense_init = _settle_counts(experiment, tree, args)
-    if dense_init is not None and dense_init.choice is not None and env.is_main:
-        print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
+    runtime = Runtime.from_args(args, env)
+    if dense_init is not None:
+        dense_init.settle(lambda: _calibration_loader(tree, args, runtime), runtime)
+        if dense_init.choice is not None and env.is_main:
+            print(f"--basis_init chose: {dense_init.options_line()}")
     if experiment.finished is not None:  # no training state and nothing left to train: touch nothing
         check_options(args, experiment.saved_options(), may_change)
         _finished(experiment.finished, env)
@@ -148,7 +154,6 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
             _finished(done, env)
             return None
     _, info = describe(tree, args)
-    runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
     model = tree.build_model(args)
     set_basis_form(model, args.basis_form)
@@ -177,13 +182,13 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
                                      seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
+    if dense_init is not None:
+        dense_init.calibrate(model, lambda: _calibration_loader(tree, args, runtime), runtime)
     if dense_init is not None and dense_init.needs_batches(model):
         bn_loader = train_loader
         if bn_loader is None:  # a test run re-estimates on the training data when they are at hand
             try:
-                bn_set = tree.build_train_set(args)
-                bn_loader = _loader(tree, args.data_train, bn_set, True, args.batch_size,
-                                    SequentialSampler(bn_set), args, runtime)
+                bn_loader = _calibration_loader(tree, args, runtime)
             except DataError as error:
                 dense_init.no_data = str(error)
         dense_init.reestimate(model, bn_loader, runtime)
@@ -191,6 +196,7 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
                                  schedule=tree.schedule(args))
     if tested is not None:
         trainer.epoch = tested.epoch
+    trainer.fitted_start = dense_init is not None
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
@@ -208,6 +214,13 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
         experiment.warn(HALF_WARNING)
     trainer.fit()
     return trainer
+
+
+def _calibration_loader(tree: Tree, args: argparse.Namespace, runtime: Runtime):
+    """The training set in order, as --basis_init's calibration and BatchNorm re-estimation read it."""
+    train_set = tree.build_train_set(args)
+    return _loader(tree, args.data_train, train_set, True, args.batch_size, SequentialSampler(train_set),
+                   args, runtime)
 
 
 def _loader(tree: Tree, name: str, dataset, train: bool, batch_size: int, sampler, args: argparse.Namespace,

@@ -85,6 +85,7 @@ class Trainer(abc.ABC):
         self.epoch = 0
         self.best = None  # {"epoch": int, "score": float}
         self.error_last = INITIAL_ERROR_LAST
+        self.fitted_start = False  # --basis_init: evaluate and save the fitted model as epoch 0 first
         self.show_bars = env.is_main and interactive()
 
     # ----- hooks a tree implements -----
@@ -138,7 +139,11 @@ class Trainer(abc.ABC):
     # ----- the loop -----
     def fit(self) -> None:
         """--test_only: one evaluation; otherwise train up to --epochs (0: no end), evaluating after each."""
-        if self.args.test_only:
+        if self.fitted_start:  # the fitted, untrained model: a record, checkpoints and a state at epoch 0
+            self._finish_epoch({"fitted": True}, self.evaluate())
+            if self.args.test_only:
+                return
+        elif self.args.test_only:
             metrics = self.evaluate()
             if metrics:  # (a Demo set has nothing to measure)
                 self.log(self._describe(self.epoch, metrics))
