@@ -27,6 +27,7 @@ RESUME_MAY_CHANGE = (
     "template",  # its name only: the values it sets are compared like any other option
     "data_test", "basis_form",  # what a test run evaluates on; how basis layers compute (same parameters)
     "basis_init", "bn_batches",  # a starting point, replaced by the saved state like the pretrained weights
+    "init",  # the initial weights' scheme: replaced by the saved state too
 )
 
 
