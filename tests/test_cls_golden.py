@@ -36,7 +36,8 @@ def _official_model(row, tmp_path):
     golden = torch.load(REFERENCE / "golden" / f"{row['name']}.pt", weights_only=True)
     path = tmp_path / "official.pt"
     torch.save(golden["state_dict"], path)  # the file layout the official code saved
-    args = parse_args(shlex.split(row["command_line"]))
+    # the official initialisation (every tensor is then loaded, so it only matters if loading missed one)
+    args = parse_args(shlex.split(row["command_line"]) + ["--init", "official"])
     torch.manual_seed(0)
     model = build_model(args)
     load_pretrained(model, str(path), args)

@@ -73,7 +73,7 @@ def _check_golden(reference_dir, device, tolerance):
     assert len(rows) == 10
     for row in rows:
         golden = torch.load(reference_dir / "golden" / f"{row['name']}.pt", weights_only=True)
-        model = build_model(_args(row["command_line"])).eval()
+        model = build_model(_args(row["command_line"] + " --init official")).eval()  # the official scheme
         load_state(model, golden["state_dict"], source=row["name"])
         with torch.no_grad():
             output = model.to(device)(golden["input"].to(device)).cpu()

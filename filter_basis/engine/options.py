@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import OptionError
+from ..init_scale import DEFAULT_INIT, INIT_SCHEMES
 from .distributed import launched_processes
 from .losses import check_loss_string
 
@@ -159,6 +160,11 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
                       help="with --basis_init: choose the filters per basis so that the whole model's "
                            "forward FLOPs (as --summary counts them) are at most this fraction of the "
                            "baseline's")
+    # --init (docs/initialisation.md): how a freshly built compressed model is initialised
+    init.add_argument("--init", default=DEFAULT_INIT, choices=INIT_SCHEMES,
+                      help="scaled: every basis, factor and group layer starts with the gain of the dense "
+                           "convolution it replaces (the model starts at its baseline's scale); official: "
+                           "the official code's initialisation, bit for bit (the paper scripts use it)")
 
     log = parser.add_argument_group("experiment folder and logging")
     log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")

@@ -31,6 +31,7 @@ RESUME_MAY_CHANGE = (
     "target_compression",  # how the filter counts were chosen: the counts themselves are compared
     "auto_resume", "made_by",  # how this invocation was started
     "basis_fit", "fit_batches", "rank_select", "target_flops",  # how that starting point was fitted
+    "init",  # the initial weights' scheme: replaced by the saved state too
 )
 # What only a test run may change: the sets it evaluates on (training on must rank every epoch on one set).
 TEST_ONLY_MAY_CHANGE = ("data_test",)

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Tuple
 
 from torch import nn
 
+from filter_basis import init_scale
 from filter_basis.engine.checkpoint import load_state_dict_strict, read_state_dict
 from filter_basis.engine.options import n_basis_str_options
 from filter_basis.errors import OptionError
@@ -17,6 +18,7 @@ from filter_basis.registry import Registry, uncompressed_name
 
 from . import densenet, resnet, torchvision_weights, vgg
 from .checkpoint import key_renamer
+from .init import dense_variance
 from .options import is_imagenet
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "--model")
@@ -41,9 +43,12 @@ def build_model(args) -> nn.Module:
     """The ``--model`` network for ``args``; OptionError for options it cannot be built with."""
     builder = MODELS.get(args.model)
     try:
-        return builder(args)
+        model = builder(args)
     except ValueError as e:  # a layer refused its configuration: still the options' fault
         raise OptionError(f"--model {args.model}: {e}") from None
+    # --init scaled: the compressed layers start with the gain the baseline's init gives its dense convs
+    init_scale.apply(model, args, dense_variance(args), resnet.factor_target(args))
+    return model
 
 
 def baseline_name(args) -> str:

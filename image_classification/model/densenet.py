@@ -20,7 +20,7 @@ from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
 from .checkpoint import GROUP_PAIR_KEYS
-from .init import init_kaiming
+from .init import init_kaiming, official_init
 from .options import check_depth, check_divides, check_kernel, check_positive, cifar_num_classes
 
 BOTTLENECK_WIDTH = 4  # DenseNet-BC: the 1x1 conv makes 4k channels for the 3x3 conv
@@ -119,7 +119,19 @@ def _build(args, conv: LayerConv, transition: Transition = plain_transition, sha
     model = DenseNet(args.depth, cifar_num_classes(args), args.k, args.reduction, conv, transition, shared,
                      args.bottleneck)
     init_kaiming(model)
+    if not official_init(args):
+        start_transitions_as_identity(model)
     return model
+
+
+def start_transitions_as_identity(model: nn.Module) -> None:
+    """--init scaled: a residual transition computes ``x + conv(conv(ReLU(BN(x))))`` where the plain one it
+    replaces computes ``conv(ReLU(BN(x)))`` with gain 1 (Kaiming, fan-in); the identity alone already has
+    that gain, so the second 1x1 conv starts at zero and the branch grows from there as it trains
+    (docs/initialisation.md)."""
+    for module in model.modules():
+        if isinstance(module, ResidualTransition):
+            nn.init.zeros_(module.body[3].weight)
 
 
 def build_densenet(args) -> DenseNet:

@@ -11,6 +11,8 @@ import math
 
 from torch import nn
 
+from filter_basis import init_scale
+
 
 def init_vgg(model: nn.Module) -> None:
     """Conv weights N(0, 2 / (k*k*C_out)) and zero biases; BN 1/0; Linear N(0, 0.01^2) and zero bias."""
@@ -40,3 +42,23 @@ def init_kaiming(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=math.sqrt(1 / m.in_features))
             nn.init.zeros_(m.bias)
+
+
+def official_init(args) -> bool:
+    """Whether ``--init official`` asks for the official code's initialisation of every layer; under
+    ``scaled`` a compressed model is initialised as its dense baseline is (docs/initialisation.md)."""
+    return init_scale.scheme(args) == "official"
+
+
+def dense_variance(args) -> init_scale.VarianceRule:
+    """The weight variance the dense baseline of ``--model`` gives a convolution: VGG (init_vgg) and the
+    ImageNet ResNets (torchvision) fan-out Kaiming, DenseNet (init_kaiming) fan-in Kaiming, the CIFAR ResNet
+    PyTorch's default."""
+    from .options import is_imagenet
+
+    family = args.model.split("_")[0]
+    if family == "DenseNet":
+        return init_scale.kaiming_fan_in
+    if family == "VGG" or is_imagenet(args):
+        return init_scale.kaiming_fan_out
+    return init_scale.pytorch_default

@@ -15,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from filter_basis import init_scale
 from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d
 
 from .checkpoint import GROUP_PAIR_KEYS
-from .init import init_kaiming
+from .init import init_kaiming, official_init
 from .options import (
     check_depth,
     check_divides,
@@ -161,6 +162,12 @@ def _build(args, conv: ConvFactory, shared: Optional[Dict[str, nn.Module]] = Non
     return model
 
 
+def _compressed_init(args):
+    """The official ResNet_Basis and ResNet_Group re-initialise every layer (init_kaiming) where the dense
+    ResNet keeps PyTorch's defaults; --init scaled keeps the baseline's defaults (docs/initialisation.md)."""
+    return init_kaiming if official_init(args) else None
+
+
 def build_resnet(args) -> nn.Module:
     return _build(args, dense_convs(args))
 
@@ -171,7 +178,7 @@ def build_resnet_basis(args) -> nn.Module:
         bases = stage_bases(args, IMAGENET_WIDTHS)
         return _build(args, basis_convs(args, bases, IMAGENET_WIDTHS, kernel_size2=1), shared=bases)
     bases = stage_bases(args)
-    return _build(args, basis_convs(args, bases), shared=bases, init=init_kaiming)
+    return _build(args, basis_convs(args, bases), shared=bases, init=_compressed_init(args))
 
 
 def build_resnet_factor(args) -> nn.Module:
@@ -179,7 +186,19 @@ def build_resnet_factor(args) -> nn.Module:
 
 
 def build_resnet_group(args) -> nn.Module:
-    return _build(args, group_convs(args, is_imagenet(args)), init=init_kaiming)
+    return _build(args, group_convs(args, is_imagenet(args)), init=_compressed_init(args))
+
+
+def factor_target(args) -> Optional[Callable]:
+    """--init scaled, CIFAR ResNet_Factor: the second factor conv of a block ends its residual branch with a
+    ReLU the dense block does not have (the branch is non-negative), so its last SIC starts at the gain
+    :func:`~filter_basis.init_scale.nonnegative_branch_gain` (docs/initialisation.md)."""
+    if args.model != "ResNet_Factor" or is_imagenet(args):
+        return None
+
+    def target(path: str, layer: nn.Module, dense_gain: float) -> Optional[float]:
+        return init_scale.nonnegative_branch_gain(dense_gain) if path.endswith(".body.3") else None
+    return target
 
 
 def basis_count_options(args, names: list, counts: list) -> dict:

@@ -22,7 +22,7 @@ from filter_basis.engine.options import basis_counts
 from filter_basis.errors import OptionError
 from filter_basis.layers import BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
-from .init import init_vgg
+from .init import init_vgg, official_init
 from .options import check_divides, check_kernel, check_positive, cifar_num_classes, is_imagenet, num_classes
 
 CONFIGS = {
@@ -139,10 +139,11 @@ def build_vgg_basis(args) -> VGG:
 
 
 def build_vgg_factor(args) -> VGG:
-    """Two SICs (dw 3x3 -> BN -> 1x1 -> BN -> [+ input] -> ReLU), the second one widening."""
+    """Two SICs (dw 3x3 -> BN -> 1x1 -> BN -> [+ input] -> ReLU), the second one widening.  The official
+    VGG_Factor keeps PyTorch's defaults; --init scaled initialises the rest as the baseline (init_vgg)."""
     return _compressed(args, lambda i, cin, cout: FactorConv2d(
         cin, cout, args.kernel_size, n_layers=2, bias=not args.no_bias, dw_norm=True, pw_norm=True,
-        act=nn.ReLU, widen="last"), init=None)
+        act=nn.ReLU, widen="last"), init=None if official_init(args) else init_vgg)
 
 
 def build_vgg_group(args) -> VGG:

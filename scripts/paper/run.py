@@ -385,7 +385,8 @@ def with_dependencies(chosen: List[Config], configs: List[Config], settings: Set
 
 
 def train_argv(config: Config, settings: Settings) -> List[str]:
-    argv = config.train + common_options(settings, settings.dir_save)
+    # --init official: the official initialisation, for a faithful reproduction (docs/initialisation.md)
+    argv = config.train + ["--init", "official"] + common_options(settings, settings.dir_save)
     if settings.epochs:
         argv += ["--epochs", str(settings.epochs)]
     return argv + settings.extra

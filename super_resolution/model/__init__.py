@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from filter_basis import init_scale
 from filter_basis.engine.options import n_basis_str_options as basis_count_options
 from filter_basis.errors import OptionError
 from filter_basis.registry import Registry, uncompressed_name
@@ -30,7 +31,11 @@ def build_model(args) -> nn.Module:
     if len(args.scale) != 1:
         raise OptionError(f"--scale {'+'.join(map(str, args.scale))}: the SR models here upscale by one "
                           "factor; give a single scale such as 4")
-    return builder(args)
+    model = builder(args)
+    # --init scaled: the compressed layers start with the gain of the dense convs they replace, which all
+    # SR models initialise with PyTorch's default (docs/initialisation.md)
+    init_scale.apply(model, args, init_scale.pytorch_default)
+    return model
 
 
 def baseline_name(args) -> str:
