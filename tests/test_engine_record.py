@@ -213,7 +213,11 @@ def test_mark_status_updates_run_json_only(trained, tmp_path):
 
 
 def test_a_test_only_folder_records_its_evaluation_and_is_not_evaluated_twice(tmp_path, capsys):
-    command = TINY[:-2] + ["--dir_save", str(tmp_path), "--save", "t", "--test_only"]
+    import torch  # a test run needs weights to test: those of a freshly built model
+
+    torch.save(TREE.build_model(option.parse_args(TINY[:-2])).state_dict(), tmp_path / "weights.pt")
+    command = TINY[:-2] + ["--dir_save", str(tmp_path), "--save", "t", "--test_only",
+                           "--pretrained", str(tmp_path / "weights.pt")]
     run(TREE, option.parse_args(command))
     got = read_run(tmp_path / "t")
     assert (got.kind, got.status, got.epochs_planned, got.epochs_done, got.has_state) == \
