@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -70,7 +71,13 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
         return None
     env = setup(args, use_cuda(args))
     try:
-        return _run_experiment(tree, args, env)
+        trainer = _run_experiment(tree, args, env)
+        barrier(env)  # no process closes its connections while another still communicates
+        return trainer
+    except BaseException as error:
+        if env.enabled:  # the failed run's frames hold its DDP wrapper: let teardown end the group now
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
         teardown(env)
 
@@ -135,6 +142,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         trainer.fit()
     finally:
         experiment.close()
+        trainer.release()  # the process group must end at teardown, not at interpreter exit
     return trainer
 
 

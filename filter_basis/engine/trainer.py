@@ -87,6 +87,12 @@ class Trainer(abc.ABC):
     def log(self, line: str) -> None:
         self.experiment.log(line)
 
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper once training is over: its reducer holds the process
+        group, whose threads would otherwise outlive the group's teardown and run into interpreter exit
+        (a Gloo worker then aborts the process: "terminate called without an active exception")."""
+        self.net = self.eval_net = self.model
+
     # ----- the loop -----
     def fit(self) -> None:
         """--test_only: one evaluation; otherwise train up to --epochs (0: no end), evaluating after each."""
