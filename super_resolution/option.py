@@ -76,7 +76,7 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--noise", default=".", help="training LR noise: '.' none, G<sigma>, S<scale>")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="EDSR", help="network name")
+    model.add_argument("--model", default="EDSR", help="network name (listed at the end)")
     model.add_argument("--pre_train", default=".", help="weights to load (ours or the official layout)")
     model.add_argument("--n_resblocks", type=positive_int, default=5, help="residual blocks")
     model.add_argument("--n_feats", type=positive_int, default=64, help="feature channels")
@@ -102,7 +102,19 @@ def build_parser() -> engine_options.OptionParser:
     parser.add_argument("--lr_decay", type=positive_int, default=200, help="decay the lr every N epochs")
     parser.add_argument("--decay_type", default="step", help="step (every --lr_decay) or step_A_B")
     engine_options.add_ignored_options(parser, IGNORED)
+    parser.registered = _registered
     return parser
+
+
+def _registered() -> list:
+    """The names --help lists (imported only when help is asked for)."""
+    from .data import TEST_SETS, TRAIN_SETS
+    from .loss import LOSS_TYPES
+    from .model import MODELS
+
+    return [("models (--model)", MODELS), ("training sets (--data_train)", TRAIN_SETS),
+            ("test sets (--data_test, joined by '+')", TEST_SETS),
+            ("templates (--template)", template.TEMPLATES.names()), ("loss types (--loss)", LOSS_TYPES)]
 
 
 def _postprocess(args: argparse.Namespace) -> None:

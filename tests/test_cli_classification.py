@@ -139,10 +139,11 @@ before, error = threads(), None
 try:
     trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
     torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % rank))
-except UserError as refused:
-    error = str(refused)
+    after = threads()
+except UserError as refused:  # counted while the error (as an uncaught one would) still holds its frames
+    error, after = str(refused), threads()
 with open(os.path.join({out!r}, "rank%s.json" % rank), "w") as f:
-    json.dump({{"seen": seen, "rng": rng, "error": error, "threads": [before, threads()]}}, f)
+    json.dump({{"seen": seen, "rng": rng, "error": error, "threads": [before, after]}}, f)
 """
 
 
