@@ -189,6 +189,9 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     log.add_argument("--print_every", type=positive_int, default=d["print_every"],
                      help="log the training loss every N batches")
     log.add_argument("--save_models", action="store_true", help="keep the model of every epoch")
+    log.add_argument("--tensorboard", action="store_true",
+                     help="also write each epoch's losses, learning rate and test metrics (SR: a few test "
+                          "images) to RUN/tensorboard/ for TensorBoard")
 
 
 def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:

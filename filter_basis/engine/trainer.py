@@ -28,6 +28,7 @@ from .meters import MetricSums, flatten, nest
 from .optim import build_optimizer, build_scheduler
 from .progress import interactive, progress_bar
 from .resume import check_model_state, fresh_seed, plain_options
+from .tensorboard import Monitor
 
 MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training stops
 INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
@@ -65,6 +66,7 @@ class Trainer(abc.ABC):
         self.best = None  # {"epoch": int, "score": float}
         self.error_last = INITIAL_ERROR_LAST
         self.show_bars = env.is_main and interactive()
+        self.monitor = Monitor.for_trainer(self)  # --tensorboard
 
     # ----- hooks a tree implements -----
     @abc.abstractmethod
@@ -92,6 +94,7 @@ class Trainer(abc.ABC):
         group, whose threads would otherwise outlive the group's teardown and run into interpreter exit
         (a Gloo worker then aborts the process: "terminate called without an active exception")."""
         self.net = self.eval_net = self.model
+        self.monitor.close()
 
     # ----- the loop -----
     def fit(self) -> None:
@@ -110,6 +113,7 @@ class Trainer(abc.ABC):
                 self.scheduler.step()
             self.epoch = epoch
             self._finish_epoch(stats, metrics)
+            self.monitor.epoch(self, stats, metrics)
 
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()
