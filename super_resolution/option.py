@@ -138,9 +138,22 @@ def _validate(args: argparse.Namespace) -> None:
 
     engine_options.check_tree_names(args, models=MODELS, train_sets=TRAIN_SETS, test_sets=TEST_SETS,
                                     loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
+    if args.patch_size < args.scale[0] and not args.test_only:
+        raise OptionError(f"--patch_size {args.patch_size} is smaller than --scale {args.scale[0]}: the LR "
+                          f"patch would be empty; use a multiple of the scale, e.g. {48 * args.scale[0]}")
+
+
+def _notes(args: argparse.Namespace, given) -> list:
+    """--patch_size not a multiple of the scale: the HR patch is cut to one (as officially), said once."""
+    scale = args.scale[0]
+    lr_patch = args.patch_size // scale
+    if args.test_only or args.patch_size % scale == 0 or lr_patch < 1:
+        return []
+    return [f"--patch_size {args.patch_size} is not a multiple of --scale {scale}: training uses "
+            f"{lr_patch * scale}x{lr_patch * scale} HR patches ({lr_patch}x{lr_patch} LR)"]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, apply --template, split --scale, validate: a bad value is an OptionError (exit 2)."""
     return engine_options.parse(build_parser(), argv, templates=template.apply, postprocess=_postprocess,
-                                validate=_validate)
+                                validate=_validate, notes=_notes)
