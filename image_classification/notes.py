@@ -52,7 +52,7 @@ def _weights(args: argparse.Namespace, model: str) -> int:
 
 def _size_note(args: argparse.Namespace) -> List[str]:
     """ResNet_Basis with k x k projections (the official --k_size2 3) can outweigh the dense ResNet."""
-    if args.model != "ResNet_Basis" or is_imagenet(args) or args.k_size2 == 1:
+    if args.model != "ResNet_Basis" or is_imagenet(args) or args.k_size2 == 1 or args.basis_init:
         return []
     try:
         baseline = _weights(args, "ResNet")

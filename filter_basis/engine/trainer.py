@@ -90,9 +90,10 @@ class Trainer(abc.ABC):
         self.experiment.log(line)
 
     def release(self) -> None:
-        """Drop the DistributedDataParallel wrapper once training is over: its reducer holds the process
-        group, whose threads would otherwise outlive the group's teardown and run into interpreter exit
-        (a Gloo worker then aborts the process: "terminate called without an active exception")."""
+        """Once the run is over: close the --tensorboard writer and drop the DistributedDataParallel
+        wrapper, whose reducer holds the process group: its threads would otherwise outlive the group's
+        teardown and meet interpreter exit (a Gloo worker then aborts the process: "terminate called
+        without an active exception")."""
         self.net = self.eval_net = self.model
         self.monitor.close()
 
