@@ -94,7 +94,8 @@ class Trainer(abc.ABC):
         wrapper, whose reducer holds the process group: its threads would otherwise outlive the group's
         teardown and meet interpreter exit (a Gloo worker then aborts the process: "terminate called
         without an active exception")."""
-        self.net = self.eval_net = self.model
+        if self.env.enabled:  # (the test network is the plain model, or a compiled one, without DDP)
+            self.net = self.model
         self.monitor.close()
 
     # ----- the loop -----
