@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Generic, Iterator, TypeVar
 
 from .errors import UserError
+from .suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -34,8 +35,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             where = f"{self.option} " if self.option else ""
-            raise UserError(f"unknown {self.kind} {where}{name!r}; known: {', '.join(sorted(self._items))}") \
-                from None
+            raise UserError(f"unknown {self.kind} {where}{name!r}; known: {', '.join(sorted(self._items))}"
+                            + did_you_mean(str(name), self._items)) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -14,6 +14,7 @@ from filter_basis.engine.optim import Schedule
 from filter_basis.engine.options import nonnegative_int, positive_float, positive_int
 
 from . import template
+from .notes import option_notes
 
 # The option naming the weights to load (the official trees named it differently).
 PRETRAINED_OPTION = "pretrained"
@@ -66,7 +67,7 @@ def build_parser() -> engine_options.OptionParser:
 
     data = parser.add_argument_group("data")
     data.add_argument("--data_train", default="CIFAR10",
-                      help="training set: CIFAR10, CIFAR100, ImageNet, Synthetic, Digits")
+                      help="training set (listed at the end)")
     data.add_argument("--data_test", default="CIFAR10", help="test set (same names)")
     data.add_argument("--n_train", type=nonnegative_int, default=0, help="first N training samples (0: all)")
     data.add_argument("--n_test", type=nonnegative_int, default=0, help="first N test samples (0: all)")
@@ -76,7 +77,7 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--download", action="store_true", help="download CIFAR into --dir_data if missing")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="DenseNet", help="network name (see --model list in the README)")
+    model.add_argument("--model", default="DenseNet", help="network name (listed at the end)")
     model.add_argument("--pretrained", default="",
                        help="weights to load (ours, the official or torchvision's layout); 'download': "
                             "torchvision's ImageNet weights")
@@ -120,7 +121,18 @@ def build_parser() -> engine_options.OptionParser:
                         help="scale batch and lr by L with a 5-epoch warm-up (linear scaling rule)")
     parser.add_argument("--decay", default="step-150-225", help="schedule step-M1-M2... (warmstep-: warm-up)")
     engine_options.add_ignored_options(parser, IGNORED)
+    parser.registered = _registered
     return parser
+
+
+def _registered() -> list:
+    """The names --help lists (imported only when help is asked for)."""
+    from .data import DATASETS
+    from .loss import LOSS_TYPES
+    from .model import MODELS
+
+    return [("models (--model)", MODELS), ("data sets (--data_train, --data_test)", DATASETS),
+            ("templates (--template)", template.TEMPLATES.names()), ("loss types (--loss)", LOSS_TYPES)]
 
 
 def _stage_basis_defaults(args: argparse.Namespace) -> None:
@@ -148,4 +160,4 @@ def _validate(args: argparse.Namespace) -> None:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, apply --template and --linear, validate: a bad value is an OptionError (exit 2)."""
     return engine_options.parse(build_parser(), argv, templates=template.apply,
-                               postprocess=_stage_basis_defaults, validate=_validate)
+                               postprocess=_stage_basis_defaults, validate=_validate, notes=option_notes)

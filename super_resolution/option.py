@@ -85,7 +85,7 @@ def build_parser() -> engine_options.OptionParser:
     data.add_argument("--noise", default=".", help="training LR noise: '.' none, G<sigma>, S<scale>")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="EDSR", help="network name")
+    model.add_argument("--model", default="EDSR", help="network name (listed at the end)")
     model.add_argument("--pre_train", default=".", help="weights to load (ours or the official layout)")
     model.add_argument("--n_resblocks", type=positive_int, default=5, help="residual blocks")
     model.add_argument("--n_feats", type=positive_int, default=64, help="feature channels")
@@ -111,7 +111,19 @@ def build_parser() -> engine_options.OptionParser:
     parser.add_argument("--lr_decay", type=positive_int, default=200, help="decay the lr every N epochs")
     parser.add_argument("--decay_type", default="step", help="step (every --lr_decay) or step_A_B")
     engine_options.add_ignored_options(parser, IGNORED)
+    parser.registered = _registered
     return parser
+
+
+def _registered() -> list:
+    """The names --help lists (imported only when help is asked for)."""
+    from .data import TEST_SETS, TRAIN_SETS
+    from .loss import LOSS_TYPES
+    from .model import MODELS
+
+    return [("models (--model)", MODELS), ("training sets (--data_train)", TRAIN_SETS),
+            ("test sets (--data_test, joined by '+')", TEST_SETS),
+            ("templates (--template)", template.TEMPLATES.names()), ("loss types (--loss)", LOSS_TYPES)]
 
 
 def _postprocess(args: argparse.Namespace) -> None:
@@ -136,9 +148,22 @@ def _validate(args: argparse.Namespace) -> None:
     engine_options.check_tree_names(args, models=MODELS, train_sets=TRAIN_SETS, test_sets=TEST_SETS,
                                     loss_types=LOSS_TYPES, pretrained_option=PRETRAINED_OPTION)
     SCHEDULE(args)
+    if args.patch_size < args.scale[0] and not args.test_only:
+        raise OptionError(f"--patch_size {args.patch_size} is smaller than --scale {args.scale[0]}: the LR "
+                          f"patch would be empty; use a multiple of the scale, e.g. {48 * args.scale[0]}")
+
+
+def _notes(args: argparse.Namespace, given) -> list:
+    """--patch_size not a multiple of the scale: the HR patch is cut to one (as officially), said once."""
+    scale = args.scale[0]
+    lr_patch = args.patch_size // scale
+    if args.test_only or args.patch_size % scale == 0 or lr_patch < 1:
+        return []
+    return [f"--patch_size {args.patch_size} is not a multiple of --scale {scale}: training uses "
+            f"{lr_patch * scale}x{lr_patch * scale} HR patches ({lr_patch}x{lr_patch} LR)"]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse, apply --template, split --scale, validate: a bad value is an OptionError (exit 2)."""
     return engine_options.parse(build_parser(), argv, templates=template.apply, postprocess=_postprocess,
-                                validate=_validate)
+                                validate=_validate, notes=_notes)

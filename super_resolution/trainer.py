@@ -75,3 +75,21 @@ class Trainer(engine.Trainer):
         scale = options["scale"]
         scale = scale[0] if isinstance(scale, list) else int(str(scale).split("+")[0])
         return first, f"{first}_x{scale}/psnr"
+
+    @torch.no_grad()
+    def tensorboard_images(self, count: int = 3) -> dict:
+        """``--tensorboard``: the first ``count`` images of the first test set, super-resolved by the model
+        as just evaluated: ``{"<set>_x<s>/<name>": (SR, HR or None)}``, CHW tensors in [0, 1]."""
+        set_name = next(iter(self.test_loaders))
+        dataset = self.test_loaders[set_name].dataset
+        self.eval_net.eval()
+        pictures = {}
+        for i in range(min(count, len(dataset))):
+            item = dataset[i]
+            lr, hr, name = (item[0], None, item[1]) if len(item) == 2 else item  # Demo has no HR
+            with self.runtime.autocast():
+                sr = self.super_resolve(self.to_device(lr[None]))
+            sr = quantize(sr.float(), self.args.rgb_range)[0].cpu() / self.args.rgb_range
+            reference = None if hr is None else (hr / self.args.rgb_range).clamp(0, 1)
+            pictures[f"{self.metric_key(set_name)}/{name}"] = (sr.clamp(0, 1), reference)
+        return pictures

@@ -105,6 +105,7 @@ import torch
 sys.path.insert(0, {root!r})
 from torch.utils.data import DistributedSampler
 from filter_basis.engine import Trainer, run
+from filter_basis.errors import UserError
 from image_classification.tree import TREE
 
 rank = os.environ["RANK"]
@@ -128,12 +129,21 @@ def spy_load_state(self, state):  # the random states this process continues wit
     rng["python"] = hashlib.sha1(repr(random.getstate()).encode()).hexdigest()
 
 
+def threads():  # the names of this process's threads (C++ threads included)
+    return sorted(open("/proc/self/task/%s/comm" % t).read().strip() for t in os.listdir("/proc/self/task"))
+
+
 DistributedSampler.__iter__ = spy_iter
 Trainer.load_state = spy_load_state
-trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
-torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % rank))
+before, error = threads(), None
+try:
+    trainer = run(TREE, TREE.parse_args(sys.argv[1:]))
+    torch.save(trainer.model.state_dict(), os.path.join({out!r}, "rank%s.pt" % rank))
+    after = threads()
+except UserError as refused:  # counted while the error (as an uncaught one would) still holds its frames
+    error, after = str(refused), threads()
 with open(os.path.join({out!r}, "rank%s.json" % rank), "w") as f:
-    json.dump({{"seen": seen, "rng": rng}}, f)
+    json.dump({{"seen": seen, "rng": rng, "error": error, "threads": [before, after]}}, f)
 """
 
 
@@ -166,7 +176,13 @@ def two_processes(repo_root, tmp_path, argv, timeout=300):
                 process.wait()
     for rank, process in enumerate(processes):
         assert process.returncode == 0, (tmp_path / f"rank{rank}.err").read_text()[-3000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    spied = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for rank in (0, 1):
+        # The process group ended with the run: none of its threads (Gloo's work and TCP loops, rank 0's
+        # store server) is left to meet interpreter exit, where one aborted a worker (SIGABRT).
+        before, after = spied[rank]["threads"]
+        assert set(after) <= set(before), (rank, before, after)
+    return spied
 
 
 def test_two_process_gloo_ddp_trains_one_model_and_writes_one_folder(repo_root, tmp_path):
@@ -211,3 +227,16 @@ def test_two_processes_continue_a_one_process_run_on_a_one_image_test_set(repo_r
     assert results[-1]["metrics"]["top1_error"] in (0.0, 100.0)  # one image
     for generator in ("torch", "numpy", "python"):
         assert spied[0]["rng"][generator] != spied[1]["rng"][generator], generator
+
+
+def test_two_processes_refusing_a_training_state_end_the_process_group_too(repo_root, tmp_path):
+    # The state is refused after the DistributedDataParallel wrapper exists (its frames hold it): the
+    # group and its threads still end before the processes do.
+    argv = TINY + ["--dir_save", str(tmp_path), "--n_train", "32", "--n_test", "2"]
+    run(TREE, option.parse_args(argv + ["--save", "cut", "--epochs", "1"]))
+    state_file = tmp_path / "cut" / "training_state.pt"
+    state = load_checkpoint(state_file)
+    state["model"].pop(next(iter(state["model"])))
+    torch.save(state, state_file)
+    spied = two_processes(repo_root, tmp_path, argv + ["--load", "cut", "--epochs", "2"])
+    assert all("training state" in s["error"] or "saved model" in s["error"] for s in spied), spied

@@ -54,6 +54,20 @@ def test_truncated_checkpoint_is_a_checkpoint_error(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("keep", [-1, -100, 50], ids=["last-byte", "last-record", "early"])
+def test_a_truncated_checkpoint_says_so_with_its_size_not_an_errno(tmp_path, keep):
+    """Cut inside its last record the zip reader only says "[Errno 22] Invalid argument"."""
+    path = tmp_path / "cut.pt"
+    save_checkpoint({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:keep])
+    size = path.stat().st_size
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert f"cannot be read: truncated or damaged ({size:,} bytes" in message, message
+    assert "Errno" not in message and "miniz" not in message and "\n" not in message
+
+
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     torch.manual_seed(3)
     random.seed(3)

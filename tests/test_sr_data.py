@@ -280,6 +280,15 @@ def test_div2k_and_benchmark_pairs_whose_hr_is_smaller_than_lr_times_scale_are_r
         data.build_test_sets(_args(tmp_path, data_test="Set14", scale=[3]))
 
 
+def test_benchmark_hr_images_sharing_a_name_are_refused_naming_both(tmp_path, rng):
+    """a.png and a.bmp would share the LR file ax2.png (one overwriting the other): refused, as DIV2KSUB."""
+    hr_dir = _benchmark(tmp_path, "Set5", {"a": _random_image(rng, 16, 16), "b": _random_image(rng, 16, 16)})
+    iio.imwrite(hr_dir / "a.bmp", _random_image(rng, 16, 16))
+    with pytest.raises(DataError, match=r"Set5/HR/a\.bmp and a\.png have the same name"):
+        data.build_test_sets(_args(tmp_path, data_test="Set5", scale=[2]))
+    assert not (hr_dir.parent / "LR_bicubic").exists()  # refused before any LR image was made
+
+
 def test_the_shipped_greyscale_bridge_of_set14_becomes_three_channels(tmp_path, repo_root):
     shipped = repo_root / "datasets" / "benchmark" / "Set14" / "HR" / "bridge.png"
     assert iio.imread(shipped).ndim == 2

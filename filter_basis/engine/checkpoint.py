@@ -8,6 +8,7 @@ it runs.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -101,8 +102,26 @@ def load_checkpoint(path, map_location="cpu"):
     except (torch.OutOfMemoryError, MemoryError):
         raise  # the file may be fine: out of memory is reported as what it is
     except DAMAGED_FILE_ERRORS as error:
-        lines = str(error).strip().splitlines() or [f"truncated or corrupt file ({type(error).__name__})"]
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {lines[0]}") from None
+        if isinstance(error, OSError) and error.errno not in (None, errno.EINVAL):  # e.g. EACCES: as it is
+            raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {error}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read: {_damage(path, error)}") from None
+
+
+def _damage(path: Path, error: Exception) -> str:
+    """"truncated or damaged (N bytes)", with the reader's own reason when it says more than an errno.
+
+    A file cut short inside its last record makes the zip reader fail with a bare ``[Errno 22] Invalid
+    argument``; one cut earlier loses its central directory."""
+    try:
+        size = f"{path.stat().st_size:,} bytes"
+    except OSError:
+        size = "size unknown"
+    first = (str(error).strip().splitlines() or [""])[0]
+    reason = first.split(". This is an internal miniz error")[0].replace(
+        "PytorchStreamReader failed reading zip archive: ", "")
+    if isinstance(error, (OSError, EOFError)) or not reason:
+        return f"truncated or damaged ({size})"
+    return f"truncated or damaged ({size}: {reason.rstrip('.')})"
 
 
 def read_state_dict(path) -> dict:

@@ -7,6 +7,7 @@ run is a single process and every function here is a no-op.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shlex
 import sys
@@ -65,8 +66,13 @@ def setup(args: argparse.Namespace, use_cuda: bool) -> DistEnv:
 
 
 def teardown(env: DistEnv) -> None:
+    """Destroy the process group and collect what still refers to it (a DistributedDataParallel wrapper
+    lives in reference cycles), so that its C++ threads (Gloo's work loops and TCP loop, rank 0's store
+    server) are joined now, while the interpreter is fully alive: left to interpreter exit, one of them
+    may abort the process ("terminate called without an active exception", SIGABRT)."""
     if env.enabled and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier(env: DistEnv) -> None:

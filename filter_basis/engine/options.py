@@ -8,12 +8,15 @@ value and what is accepted (one line on stderr, exit status 2).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import OptionError
 from ..init_scale import DEFAULT_INIT, INIT_SCHEMES
+from ..suggest import close_matches, did_you_mean
 from .distributed import launched_processes
 from .losses import check_loss_string
 
@@ -22,16 +25,49 @@ NO_PATH = ("", ".")  # how the official trees spell "not given" for path options
 SAVE_DEFAULT = "test"  # official default of --save
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except the empty ones (off switches, unset paths)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, "") or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class OptionParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are :class:`OptionError` instead of usage text and ``exit(2)``."""
+    """An ArgumentParser whose errors are :class:`OptionError` instead of usage text and ``exit(2)``; a
+    misspelt option or choice gets "did you mean", and ``--help`` lists the registered names."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
         self.ignored: list = []
+        # () -> [(what, names)], e.g. [("models (--model)", MODELS)]: listed at the end of --help; a
+        # callable, so that the registries are imported only when help is asked for
+        self.registered: Callable[[], list] = lambda: []
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            known = [o.lstrip("-") for o in self._option_string_actions]
+            words = [w.split("=")[0].lstrip("-") for w in extras if w.startswith("-")]
+            close = [match for w in words for match in close_matches(w, known)]
+            self.error(f"unrecognized arguments: {' '.join(extras)}"
+                       + (f"; did you mean --{close[0]}?" if close else ""))
+        return namespace
 
     def error(self, message):
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:
+            message += did_you_mean(choice.group(1), re.findall(r"'(.*?)'", choice.group(2)))
         raise OptionError(message)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        listed = [textwrap.fill(f"{what}: {', '.join(names)}", width=100, initial_indent="  ",
+                                subsequent_indent="    ") for what, names in self.registered()]
+        return text + ("\nregistered names:\n" + "\n".join(listed) + "\n" if listed else "")
 
 
 def _checked(kind: str, convert: Callable, accept: Callable) -> Callable:
@@ -178,6 +214,9 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
                      help="with --save NAME: continue NAME when it holds a training state, start it when it "
                           "does not exist (one command line for a job that may be requeued)")
     log.add_argument("--made_by", default=None, help=argparse.SUPPRESS)  # the tool that started the run
+    log.add_argument("--tensorboard", action="store_true",
+                     help="also write each epoch's losses, learning rate and test metrics (SR: a few test "
+                          "images) to RUN/tensorboard/ for TensorBoard")
 
 
 def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:
@@ -361,9 +400,12 @@ def given_options(parser: OptionParser, argv: Optional[Sequence[str]] = None) ->
 
 def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
           templates: Callable = lambda args, given: None, postprocess: Callable = lambda args: None,
-          validate: Callable = lambda args: None) -> argparse.Namespace:
+          validate: Callable = lambda args: None,
+          notes: Callable[[argparse.Namespace, set], Iterable[str]] = lambda args, given: ()
+          ) -> argparse.Namespace:
     """argparse -> notes for ignored options -> templates (told which options were given, to note the
-    ones they override) -> post-processing -> validation -> warnings."""
+    ones they override) -> post-processing -> validation -> the tree's notes (told which options were
+    given: e.g. an option that --model does not read)."""
     args = parser.parse_args(argv, ParsedOptions())
     for name, default in parser.ignored:
         if getattr(args, name) != default:
@@ -377,4 +419,6 @@ def parse(parser: OptionParser, argv: Optional[Sequence[str]] = None, *,
     postprocess(args)
     _validate_common(args)
     validate(args)
+    for line in notes(args, given):
+        print(f"note: {line}", file=sys.stderr)
     return args

@@ -27,55 +27,92 @@ def plot_results(results: list, folder: Path) -> None:
         _plot([e for e, _ in points], [v for _, v in points], key, folder / name)
 
 
-def _plot(epochs: list, values: list, label: str, path: Path) -> None:
+def epoch_figure(epochs: list, values: list, label: str, title: str) -> Figure:
+    """One curve over epochs; the epoch axis has whole-number ticks only (a one-epoch run included)."""
     figure = Figure(figsize=(6, 4))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, label=label)
     axes.set_xlabel("epoch")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    axes.set_title(f"{label} ({path.parent.name})")
+    distinct = sorted(set(epochs))
+    if len(distinct) <= 10:  # MaxNLocator falls back to fractions when fewer than two integers are in view
+        axes.set_xticks(distinct)
+        axes.set_xlim(distinct[0] - 0.5, distinct[-1] + 0.5)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_title(title)
     axes.set_ylabel(label)
     axes.grid(True, alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def _plot(epochs: list, values: list, label: str, path: Path) -> None:
+    figure = epoch_figure(epochs, values, label, f"{label} ({path.parent.name})")
     write_atomic(path, lambda f: figure.savefig(f, format="png"))
 
 
-def basis_image(filters, scale: int = 8, gap: int = 2):
-    """One grey tile per basis filter (its first input channel), ``scale`` pixels per weight, mid-grey 0.
-
-    Every tile is scaled by its own largest magnitude, so shapes, not sizes, are compared; returns a
-    ``uint8`` array of rows x columns tiles (columns ~ sqrt of the number of filters).
-    """
+def basis_grid(filters, gap: int = 1):
+    """The first input channel of every basis filter as one tile of a grid (columns ~ sqrt of the number
+    of filters), tiles ``gap`` weights apart; a float array, NaN between tiles (drawn blank)."""
     import numpy as np
 
     weights = filters.detach().float().cpu()[:, 0].numpy()  # (n, k, k)
     n, kh, kw = weights.shape
-    peak = np.abs(weights).reshape(n, -1).max(axis=1)
-    tiles = 0.5 + 0.5 * weights / np.where(peak > 0, peak, 1)[:, None, None]
     columns = int(np.ceil(np.sqrt(n)))
     rows = -(-n // columns)
-    th, tw = kh * scale, kw * scale
-    image = np.full((rows * (th + gap) + gap, columns * (tw + gap) + gap), 255, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
+    grid = np.full((rows * (kh + gap) - gap, columns * (kw + gap) - gap), np.nan)
+    for i, tile in enumerate(weights):
         r, c = divmod(i, columns)
-        y, x = gap + r * (th + gap), gap + c * (tw + gap)
-        image[y:y + th, x:x + tw] = np.kron(tile, np.ones((scale, scale))).clip(0, 1) * 255
-    return image
+        grid[r * (kh + gap):r * (kh + gap) + kh, c * (kw + gap):c * (kw + gap) + kw] = tile
+    return grid
+
+
+def _layer_list(layers: list, shown: int = 4) -> str:
+    if not layers:
+        return "no layer"
+    more = f" and {len(layers) - shown} more" if len(layers) > shown else ""
+    return ", ".join(layers[:shown]) + more
+
+
+def basis_figure(name: str, filters, layers: list) -> Figure:
+    """The filters of one basis on a diverging colour map (blue negative, white 0, red positive) with its
+    colour scale, all filters on one scale; titled with the basis and the layers that use it."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    grid = basis_grid(filters)
+    peak = float(np.nanmax(np.abs(grid))) or 1.0
+    n, width, kh, kw = filters.shape
+    rows, columns = grid.shape
+    scale = min(0.6, 10 / max(rows, columns))  # inches per weight: large tiles, at most ~10 inches across
+    figure = Figure(figsize=(max(5.0, columns * scale + 2.0), max(4.0, rows * scale + 1.5)), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    cmap = colormaps["RdBu_r"].with_extremes(bad="white")
+    shown = axes.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=-peak, vmax=peak, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.colorbar(shown, ax=axes, label="weight", shrink=0.8)
+    axes.set_title(f"{name}: {n} filters {width}x{kh}x{kw} (input channel 1 shown)\n"
+                   f"used by {_layer_list(layers)}", fontsize=9)
+    return figure
 
 
 def save_basis_images(model, folder: Path) -> list:
     """``<folder>/<basis path>.png`` for every filter basis of ``model`` (a shared one once); the paths
     written."""
-    import imageio.v3 as iio
+    from ..layers.basis_conv import Basis, BasisConv2d
 
-    from ..layers.basis_conv import Basis
-
+    users: dict = {}
+    for name, module in model.named_modules():
+        if isinstance(module, BasisConv2d):
+            users.setdefault(id(module.basis), []).append(name)
     written = []
     for name, module in model.named_modules():
         if isinstance(module, Basis):
             path = folder / f"{name or 'basis'}.png"
-            png = iio.imwrite("<bytes>", basis_image(module.weight), extension=".png")
-            write_atomic(path, lambda f, png=png: f.write(png))
+            figure = basis_figure(name or "basis", module.weight, users.get(id(module), []))
+            write_atomic(path, lambda f, fig=figure: fig.savefig(f, format="png", bbox_inches="tight"))
             written.append(path)
     return written

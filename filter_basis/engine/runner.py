@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -89,7 +90,13 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
         return None
     env = setup(args, use_cuda(args))
     try:
-        return _run_experiment(tree, args, env)
+        trainer = _run_experiment(tree, args, env)
+        barrier(env)  # no process closes its connections while another still communicates
+        return trainer
+    except BaseException as error:
+        if env.enabled:  # the failed run's frames hold its DDP wrapper: let teardown end the group now
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
         teardown(env)
 
@@ -212,7 +219,10 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
         experiment.log(str(model))
     if args.precision == "half" and not args.test_only:
         experiment.warn(HALF_WARNING)
-    trainer.fit()
+    try:
+        trainer.fit()
+    finally:
+        trainer.release()  # the process group must end at teardown, not at interpreter exit
     return trainer
 
 

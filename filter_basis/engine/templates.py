@@ -8,6 +8,7 @@ from typing import Callable, Collection
 
 from ..errors import OptionError
 from ..registry import Registry
+from ..suggest import did_you_mean
 from .options import is_given
 
 Rule = Callable[[argparse.Namespace, str], None]
@@ -26,6 +27,10 @@ class TemplateTable:
     def rule(self, key: str) -> Callable[[Rule], Rule]:
         return self._rules.register(key)
 
+    def names(self) -> list:
+        """The template keys, in the order they apply."""
+        return self._rules.names()
+
     def apply(self, args: argparse.Namespace, given: Collection[str] = ()) -> None:
         """Apply the matching rules.  As officially, a template's value wins over the command line's; each
         option of ``given`` (those set on the command line) that a rule changes gets a note on stderr."""
@@ -35,7 +40,7 @@ class TemplateTable:
         matched = [rule for key, rule in self._rules.items() if key in template]
         if not matched:
             raise OptionError(f"unknown --template {template!r}; known (matched as substrings): "
-                              f"{', '.join(self._rules)}")
+                              f"{', '.join(self._rules)}" + did_you_mean(template, self._rules))
         before = dict(vars(args))
         for rule in matched:
             rule(args, template)

@@ -30,6 +30,7 @@ from .meters import MetricSums, flatten, nest
 from .optim import Schedule, build_optimizer, build_scheduler
 from .progress import interactive, progress_bar
 from .resume import check_model_state, fresh_seed, plain_options
+from .tensorboard import Monitor
 
 MAX_NONFINITE = 5  # consecutive batches with a NaN/inf loss before training stops
 INITIAL_ERROR_LAST = 1e8  # official starting value of the previous epoch's loss for --skip_threshold
@@ -87,6 +88,7 @@ class Trainer(abc.ABC):
         self.error_last = INITIAL_ERROR_LAST
         self.fitted_start = False  # --basis_init: evaluate and save the fitted model as epoch 0 first
         self.show_bars = env.is_main and interactive()
+        self.monitor = Monitor.for_trainer(self)  # --tensorboard
 
     # ----- hooks a tree implements -----
     @abc.abstractmethod
@@ -136,6 +138,15 @@ class Trainer(abc.ABC):
     def log(self, line: str) -> None:
         self.experiment.log(line)
 
+    def release(self) -> None:
+        """Once the run is over: close the --tensorboard writer and drop the DistributedDataParallel
+        wrapper, whose reducer holds the process group: its threads would otherwise outlive the group's
+        teardown and meet interpreter exit (a Gloo worker then aborts the process: "terminate called
+        without an active exception")."""
+        if self.env.enabled:  # (the test network is the plain model, or a compiled one, without DDP)
+            self.net = self.model
+        self.monitor.close()
+
     # ----- the loop -----
     def fit(self) -> None:
         """--test_only: one evaluation; otherwise train up to --epochs (0: no end), evaluating after each."""
@@ -161,6 +172,7 @@ class Trainer(abc.ABC):
                 self.scheduler.step()
             self.epoch = epoch
             self._finish_epoch(stats, metrics)
+            self.monitor.epoch(self, stats, metrics)
 
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()

@@ -69,6 +69,7 @@ def benchmark_pairs(dir_data, name: str, scale: int) -> List[Pair]:
     hr_paths = list_images(hr_dir) if hr_dir.is_dir() else []
     if not hr_paths:
         raise DataError(f"no HR images in {hr_dir}; expected {hr_dir}/*.png")
+    _by_stem(hr_paths)  # a.png and a.bmp would share one LR file (a<x>.png): refused, naming both
     return pair_with_lr(hr_paths, root / "LR_bicubic" / f"X{scale}", scale)
 
 
@@ -91,7 +92,7 @@ def _by_stem(paths: Sequence[Path]) -> Dict[str, Path]:
     for path in paths:
         if path.stem in by_stem:
             raise DataError(f"{by_stem[path.stem]} and {path.name} have the same name: keep one image per "
-                            "name")
+                            "name (images are paired by name)")
         by_stem[path.stem] = path
     return by_stem
 
