@@ -8,18 +8,20 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from ..errors import DataError, report_errors
 from ..layers import set_basis_form
 from ..registry import Registry
 from . import basis_init
 from .checkpoint import seed_everything
+from .cluster import check_one_run, check_same_decision
 from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
 from .experiment import Experiment
 from .losses import build_loss
 from .options import is_given
+from .preemption import ResumableSampler, notice_handlers
 from .regularizers import LOSS_NORM, build_loss_norm
 from .resume import check_options
 from .summary import describe
@@ -70,13 +72,16 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
         return None
     env = setup(args, use_cuda(args))
     try:
-        return _run_experiment(tree, args, env)
+        with notice_handlers(not args.test_only):  # SIGTERM/SIGUSR1: stop after a step (docs/cluster.md)
+            return _run_experiment(tree, args, env)
     finally:
         teardown(env)
 
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
+    check_one_run(args, env)  # several processes: the same options, one shared --dir_save (docs/cluster.md)
     experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    check_same_decision(env, experiment.resuming, experiment.dir)
     dense_init = basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
     if dense_init is not None and dense_init.choice is not None and env.is_main:
         print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
@@ -105,8 +110,8 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     train_loader = None
     if not args.test_only:
         train_set = tree.build_train_set(args)
-        sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                     seed=args.seed)
+        sampler = ResumableSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                   seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
     if dense_init is not None and dense_init.needs_batches(model):
