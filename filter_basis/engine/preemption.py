@@ -65,6 +65,7 @@ class Preempted(RunStopped):
     """The run stopped on a scheduler's notice after saving a state to continue from: exit status 75."""
 
     exit_code = EXIT_PREEMPTED
+    label = "preempted"  # the word before the message on stderr (not "error": nothing went wrong)
 
 
 class ResumableSampler(DistributedSampler):
