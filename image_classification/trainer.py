@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from filter_basis import engine
-from filter_basis.engine.meters import MetricSums, flatten
+from filter_basis.engine.meters import MetricSums
 
 TEST_BATCH_SIZE = 500  # official test batch
 
@@ -44,10 +44,13 @@ class Trainer(engine.Trainer):
             return self.eval_net(images.flatten(0, 1)).float().unflatten(0, (n, crops)).mean(1)
         return self.eval_net(images).float()
 
-    def score(self, metrics: dict) -> float:
-        key = "top1_error" if self.args.top == 1 else "top5_error"
-        flat = flatten(metrics)
-        return flat[key] if key in flat else flat[f"{next(iter(self.test_loaders))}/{key}"]
+    @classmethod
+    def best_key(cls, options) -> tuple:
+        """Top-1 error (``--top -1``: top-5) of the first ``--data_test`` set (grouped by set name when
+        there are several sets)."""
+        names = list(dict.fromkeys(str(options["data_test"]).split("+")))
+        key = "top1_error" if options.get("top", 1) == 1 else "top5_error"
+        return names[0], key if len(names) == 1 else f"{names[0]}/{key}"
 
 
 def test_batch_size(args) -> int:

@@ -63,5 +63,10 @@ class Trainer(engine.Trainer):
         pixels = sr.mul(255 / self.args.rgb_range).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
         iio.imwrite(folder / f"{name}_SR.png", pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
-    def score(self, metrics: dict) -> float:
-        return metrics[self.metric_key(next(iter(self.test_loaders)))]["psnr"]
+    @classmethod
+    def best_key(cls, options) -> tuple:
+        """PSNR of the first ``--data_test`` set at the first scale."""
+        first = str(options["data_test"]).split("+")[0]
+        scale = options["scale"]
+        scale = scale[0] if isinstance(scale, list) else int(str(scale).split("+")[0])
+        return first, f"{first}_x{scale}/psnr"

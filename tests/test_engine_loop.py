@@ -61,9 +61,12 @@ def test_experiment_folder_holds_the_contract_files(tmp_path):
 
 
 def test_existing_folder_is_refused_unless_reset(tmp_path):
+    """An experiment folder of an older version with a trained epoch and no training state."""
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "args.json").write_text('{"model": "ResNet", "epochs": 3}\n')
+    (tmp_path / "run" / "results.json").write_text('[{"epoch": 1, "metrics": {}, "train_loss": 1.0}]\n')
     (tmp_path / "run" / "log.txt").write_text("an earlier run\n")
-    with pytest.raises(OptionError, match="--load run.*--reset"):
+    with pytest.raises(OptionError, match="1 trained epoch.*no training_state.pt.*--reset"):
         run(TREE, tiny(tmp_path, "--save", "run", "--test_only"))
     assert (tmp_path / "run" / "log.txt").read_text() == "an earlier run\n"
     run(TREE, tiny(tmp_path, "--save", "run", "--test_only", "--reset"))

@@ -51,6 +51,7 @@ def test_reset_never_leaves_the_save_folder(experiments, capsys, name):
 def test_reset_removes_only_the_named_folder(experiments):
     root, outside = experiments
     (root / "group" / "b").mkdir(parents=True)
+    (root / "group" / "b" / "run.json").write_text('{"format": 1, "epochs_done": 1}\n')  # an experiment
     (root / "group" / "b" / "old.txt").write_text("old\n")
     (root / "group" / "c").mkdir()
     (root / "group" / "c" / "log.txt").write_text("sibling\n")

@@ -82,6 +82,13 @@ class DenseInit:
             "uniform_counts": dict(zip((g.name for g in groups), uniform)),
             "uniform_squared_error": fit.squared_error(groups, uniform)}
 
+    def counts_record(self) -> Optional[dict]:
+        """What run.json keeps of a ``--target_compression`` choice (None without one)."""
+        if self.choice is None:
+            return None
+        keys = ("target_compression", "counts", "options", "weight_params", "baseline_weight_params")
+        return {key: self.choice[key] for key in keys}
+
     def options_line(self) -> str:
         return " ".join(f"--{name} {value}" for name, value in self.choice["options"].items())
 

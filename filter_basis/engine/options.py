@@ -19,6 +19,7 @@ from .optim import Schedule
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NO_PATH = ("", ".")  # how the official trees spell "not given" for path options
+SAVE_DEFAULT = "test"  # official default of --save
 
 
 class OptionParser(argparse.ArgumentParser):
@@ -148,11 +149,16 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
 
     log = parser.add_argument_group("experiment folder and logging")
     log.add_argument("--dir_save", default=str(REPO_ROOT / "experiment"), help="root of experiment folders")
-    log.add_argument("--save", default="test", help="experiment folder name under --dir_save")
+    log.add_argument("--save", default=SAVE_DEFAULT, help="experiment folder name under --dir_save")
     log.add_argument("--load", default=d["load"], help="continue the run in this folder under --dir_save")
     log.add_argument("--print_every", type=positive_int, default=d["print_every"],
                      help="log the training loss every N batches")
     log.add_argument("--save_models", action="store_true", help="keep the model of every epoch")
+    # start-or-continue and the run record (docs/experiments.md)
+    log.add_argument("--auto_resume", action="store_true",
+                     help="with --save NAME: continue NAME when it holds a training state, start it when it "
+                          "does not exist (one command line for a job that may be requeued)")
+    log.add_argument("--made_by", default=None, help=argparse.SUPPRESS)  # the tool that started the run
     # helper E: preemption and cluster runs (docs/cluster.md)
     log.add_argument("--save_every_steps", type=nonnegative_int, default=0,
                      help="also save the training state every N batches within an epoch (0: at epoch ends "
@@ -198,6 +204,13 @@ def _validate_common(args: argparse.Namespace) -> None:
     if args.reset and is_given(args.load):
         raise OptionError(f"--reset with --load {args.load!r}: use --load to continue a run or --reset "
                           f"to start --save afresh, not both")
+    if getattr(args, "auto_resume", False) and (args.reset or is_given(args.load)):
+        both = "--reset" if args.reset else f"--load {args.load!r}"
+        raise OptionError(f"--auto_resume with {both}: --auto_resume --save NAME starts or continues NAME by "
+                          f"itself; give --save NAME alone")
+    if is_given(args.load) and args.save not in (SAVE_DEFAULT, args.load):
+        raise OptionError(f"--load {args.load!r} with --save {args.save!r}: a continued run stays in its own "
+                          f"folder; give --load {args.load} alone (or --save {args.save} alone: a new run)")
     if args.resume > 0 and is_given(args.load):
         raise OptionError(f"--resume {args.resume} is not supported; accepted: -1 or 0 (continue from the "
                           f"latest training state of --load)")

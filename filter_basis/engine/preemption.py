@@ -29,6 +29,7 @@ from ..errors import CheckpointError, RunStopped
 from .checkpoint import set_rng_state
 from .distributed import all_reduce_sum, gather_objects
 from .meters import MetricSums
+from .record import mark_status
 
 EXIT_PREEMPTED = 75  # os.EX_TEMPFAIL: "try again later", what a requeue script keys on
 NOTICE_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -167,7 +168,7 @@ class Preemption:
         trainer = self.trainer
         folder = trainer.experiment.dir
         if trainer.env.is_main:
-            _mark_preempted(folder)
+            mark_status(folder, "preempted")  # what a requeue script keys on (run.json)
         message = (f"{what}; training state saved in {folder}: the same command with --auto_resume (or "
                    f"--load {folder.name}) continues it (exit status {EXIT_PREEMPTED})")
         trainer.log(message)
@@ -202,11 +203,3 @@ class Preemption:
         loader.sampler.start_at(partial["batches"] * per_process)
         return EpochStart(_after_iter(loader, self._rng), meter, partial["batches"], mine["nonfinite"],
                           mine["skipped"], mine["data_time"], mine["elapsed"])
-
-
-def _mark_preempted(folder) -> None:
-    try:  # TODO(merge hA): import mark_status at the top once the run record lands
-        from .record import mark_status
-    except ImportError:
-        return
-    mark_status(folder, "preempted")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, OptionError
+from .record import option_drift
 
 # Options that may change when a run is continued: how long it runs and how often it logs, the
 # hardware, the number format and speed options, where its files are, and what this invocation does.
@@ -25,9 +26,13 @@ RESUME_MAY_CHANGE = (
     "n_threads", "cpu", "n_GPUs", "precision", "amp", "channels_last", "compile", "debug",  # device, format
     "dir_data", "dir_save", "save", "load", "resume", "reset", "test_only", "summary",  # folders, invocation
     "template",  # its name only: the values it sets are compared like any other option
-    "data_test", "basis_form",  # what a test run evaluates on; how basis layers compute (same parameters)
+    "basis_form",  # how basis layers compute (same parameters)
     "basis_init", "bn_batches",  # a starting point, replaced by the saved state like the pretrained weights
+    "target_compression",  # how the filter counts were chosen: the counts themselves are compared
+    "auto_resume", "made_by",  # how this invocation was started
 )
+# What only a test run may change: the sets it evaluates on (training on must rank every epoch on one set).
+TEST_ONLY_MAY_CHANGE = ("data_test",)
 
 
 def plain_options(args: argparse.Namespace) -> dict:
@@ -44,15 +49,18 @@ def check_options(args: argparse.Namespace, saved: Optional[Mapping], may_change
     if not saved:
         return
     allowed = set(RESUME_MAY_CHANGE) | set(may_change)
-    current = plain_options(args)
-    changed = [name for name, value in current.items()
-               if name not in allowed and name in saved and saved[name] != value]
+    if args.test_only:
+        allowed |= set(TEST_ONLY_MAY_CHANGE)
+    changed = option_drift(saved, plain_options(args), allowed)
     if changed:
-        listed = ", ".join(f"--{name} {_shown(current[name])} (saved {_shown(saved[name])})"
-                           for name in changed)
-        raise OptionError(f"--load {args.load!r}: options differ from the run it continues: {listed}; give "
+        listed = ", ".join(f"--{name} {_shown(current)} (saved {_shown(before)})"
+                           for name, current, before in changed)
+        source = f"--save {args.save!r} --auto_resume" if getattr(args, "auto_resume", False) \
+            else f"--load {args.load!r}"
+        raise OptionError(f"{source}: options differ from the run it continues: {listed}; give "
                           f"the saved values, or start a new run with --save (only run length, logging, "
-                          f"device, precision, folder and test-set options may change on resume)")
+                          f"device, precision and folder options may change on resume, and --data_test "
+                          f"with --test_only)")
 
 
 def _shape(tensor) -> tuple:

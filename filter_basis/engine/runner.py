@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -22,8 +23,10 @@ from .experiment import Experiment
 from .losses import build_loss
 from .options import is_given
 from .preemption import ResumableSampler, notice_handlers
+from .record import read_run_file
 from .regularizers import LOSS_NORM, build_loss_norm
 from .resume import check_options
+from .stopping import Interrupted, interrupted
 from .summary import describe
 from .trainer import Trainer
 
@@ -59,8 +62,16 @@ class Tree:
 
 
 def cli_main(tree: Tree, argv: Optional[list] = None) -> int:
-    """Parse, run, and turn user errors into one line on stderr (exit 2) instead of a traceback."""
-    return report_errors(lambda: run(tree, tree.parse_args(argv)))
+    """Parse, run, and turn user errors into one line on stderr (exit 2) instead of a traceback; Ctrl-C
+    into one line saying what was kept and how to continue (exit 130)."""
+    try:
+        return report_errors(lambda: run(tree, tree.parse_args(argv)))
+    except KeyboardInterrupt:  # before the experiment folder was opened (parsing, set-up)
+        stop = interrupted(None, None)
+    except Interrupted as error:
+        stop = error
+    print(stop, file=sys.stderr)
+    return stop.exit_code
 
 
 def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
@@ -78,18 +89,59 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
         teardown(env)
 
 
-def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Trainer:
+def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Optional[Trainer]:
     check_one_run(args, env)  # several processes: the same options, one shared --dir_save (docs/cluster.md)
-    experiment = Experiment(args, env)  # refuses a folder it must not touch before anything is written
+    experiment = Experiment(args, env, tree.name)  # refuses a folder it must not touch before any write
     check_same_decision(env, experiment.resuming, experiment.dir)
-    dense_init = basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
+    try:
+        return _run_in(experiment, tree, args, env)
+    except KeyboardInterrupt:
+        raise interrupted(experiment, args) from None
+    except Exception:
+        experiment.stopped()
+        raise
+    finally:
+        experiment.close()
+
+
+def _settle_counts(experiment: Experiment, tree: Tree, args: argparse.Namespace):
+    """``--basis_init``: the dense start of a new run (None when continuing: the saved state replaces it);
+    ``--target_compression`` of a run that exists takes the filter counts its record says were chosen,
+    so the first command continues it without refitting (the printed count options continue it too)."""
+    if not experiment.resuming and experiment.finished is None:
+        return basis_init.prepare(tree, args)  # settles --target_compression before args are recorded
+    if getattr(args, "target_compression", None) is not None:
+        chosen = (read_run_file(experiment.dir) or {}).get("basis_counts") or {}
+        if isinstance(chosen.get("options"), dict):
+            for name, value in chosen["options"].items():
+                setattr(args, name, value)
+        else:  # a folder of an older version: choose the counts again (the same, from the same file)
+            basis_init.prepare(tree, args)
+    return None
+
+
+def _finished(line: str, env: DistEnv) -> None:
+    if env.is_main:
+        print(line)
+
+
+def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: DistEnv) -> Optional[Trainer]:
+    may_change = tree.resume_may_change + (tree.pretrained_option,)
+    dense_init = _settle_counts(experiment, tree, args)
     if dense_init is not None and dense_init.choice is not None and env.is_main:
         print(f"--target_compression {args.target_compression:g} chose: {dense_init.options_line()}")
+    if experiment.finished is not None:  # no training state and nothing left to train: touch nothing
+        check_options(args, experiment.saved_options(), may_change)
+        _finished(experiment.finished, env)
+        return None
     state = None
     if experiment.resuming:  # refuse drifted options before building anything
         state = experiment.load_state()
-        check_options(args, state.get("options") or experiment.saved_options(),
-                      tree.resume_may_change + (tree.pretrained_option,))
+        check_options(args, state.get("options") or experiment.saved_options(), may_change)
+        done = experiment.finished_with_state(args, experiment.state_epoch)
+        if done is not None:
+            _finished(done, env)
+            return None
     _, info = describe(tree, args)
     runtime = Runtime.from_args(args, env)
     seed_everything(args.seed + env.rank)
@@ -128,7 +180,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
     if state is not None:
         trainer.load_state(state)  # refuses a state that does not fit the model, still before any write
     barrier(env)  # every process has checked the folder and the state before the main one writes
-    experiment.create(args, info)
+    experiment.create(args, info, dense_init.counts_record() if dense_init is not None else None)
     experiment.log(f"{tree.name}: --model {args.model} on {runtime.device}, {env.world_size} process(es)")
     if dense_init is not None:
         dense_init.write(experiment)
@@ -136,10 +188,7 @@ def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Train
         experiment.log(str(model))
     if args.precision == "half" and not args.test_only:
         experiment.warn(HALF_WARNING)
-    try:
-        trainer.fit()
-    finally:
-        experiment.close()
+    trainer.fit()
     return trainer
 
 

@@ -1,7 +1,8 @@
 """The training loop both trees share; a tree subclasses :class:`Trainer` and fills in three hooks.
 
 Hooks: :meth:`Trainer.train_step` (forward + loss of one batch), :meth:`Trainer.test_step` (metric
-sums of one test batch) and :meth:`Trainer.score` (the number the best model is chosen by).  Epochs,
+sums of one test batch) and :meth:`Trainer.best_key` (which result the best model is chosen by, from the
+options alone, so that readers of a folder rank its epochs by the same rule).  Epochs,
 DistributedDataParallel, mixed precision, skipped and non-finite batches, the schedule, logging,
 results, plots and checkpoints are handled here, identically for both trees.
 """
@@ -13,6 +14,7 @@ import argparse
 import math
 import time
 import warnings
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -78,9 +80,34 @@ class Trainer(abc.ABC):
         """Add the metric sums of one test batch to ``meter`` (keys 'a/b' nest in results.json); forward
         with ``self.eval_net``, not the training wrapper ``self.net``."""
 
-    @abc.abstractmethod
+    @classmethod
+    def best_key(cls, options: Mapping) -> tuple:
+        """``(test set, results.json metrics key such as 'Set5_x2/psnr')`` the best model is chosen by
+        (see ``higher_is_better``), from the options as ``args.json`` holds them."""
+        raise NotImplementedError
+
     def score(self, metrics: dict) -> float:
-        """The number the best model is chosen by (see ``higher_is_better``)."""
+        """The number the best model is chosen by: the :meth:`best_key` result."""
+        return flatten(metrics)[self.best_key(vars(self.args))[1]]
+
+    def best_entry(self):
+        """The best epoch as run.json records it (None before the first evaluation)."""
+        if self.best is None:
+            return None
+        test_set, key = self.best_key(vars(self.args))
+        return {"epoch": self.best["epoch"], "test_set": test_set, "metric": key.rpartition("/")[2],
+                "key": key, "direction": "max" if self.higher_is_better else "min",
+                "value": self.best["score"]}
+
+    def _test_best(self, metrics: dict):
+        """A test-only folder's one evaluation as its best (None when it has no ranked metric: Demo)."""
+        try:
+            score = self.score(metrics)
+        except (KeyError, NotImplementedError):
+            return None
+        saved, self.best = self.best, {"epoch": self.epoch, "score": score}
+        entry, self.best = self.best_entry(), saved
+        return entry
 
     # ----- helpers for the hooks -----
     def to_device(self, tensor: torch.Tensor, cast: bool = True) -> torch.Tensor:
@@ -96,6 +123,7 @@ class Trainer(abc.ABC):
             metrics = self.evaluate()
             self.log(self._describe(self.epoch, metrics))
             self.experiment.record({"epoch": self.epoch, "metrics": metrics})
+            self.experiment.evaluated(self._test_best(metrics))
             return
         while not self.args.epochs or self.epoch < self.args.epochs:
             epoch = self.epoch + 1
@@ -204,6 +232,7 @@ class Trainer(abc.ABC):
         self.experiment.save_models(weights, self.epoch, improved, self.args.save_models)
         self.experiment.save_basis_images(self.model)
         self.experiment.save_state(state)
+        self.experiment.epoch_done(self.epoch, self.best_entry(), self.args.epochs)  # after the state
 
     def training_state(self, weights: dict) -> dict:
         """What a continued run starts from (collective: every process calls it; the random states and
