@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from ..errors import CheckpointError, RunStopped
 from .checkpoint import set_rng_state
-from .distributed import all_reduce_sum, gather_objects
+from .distributed import gather_objects
 from .meters import MetricSums
 from .record import mark_status
 
@@ -60,6 +61,13 @@ def notice_handlers(enabled: bool = True):
         for number, handler in previous.items():
             signal.signal(number, handler)
         _notice["signal"] = None
+
+
+def _name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 class Preempted(RunStopped):
@@ -123,27 +131,25 @@ class Preemption:
         self._rng: Optional[dict] = None
 
     # ----- the notice -----
-    def noticed(self) -> bool:
-        """Whether any process has received a notice (the same answer on every process)."""
+    def noticed(self) -> int:
+        """The notice's signal number if any process has received one, else 0 (the same answer on every
+        process: the largest number over all of them)."""
         env = self.trainer.env
-        local = _notice["signal"] is not None
+        local = _notice["signal"] or 0
         if not env.enabled:
-            return local
-        flag = torch.tensor([1.0 if local else 0.0], device=self.trainer.device)
-        return all_reduce_sum(env, flag).item() > 0
-
-    def _signal_name(self) -> str:
-        number = _notice["signal"]
-        return signal.Signals(number).name if number is not None else "another process's notice"
+            return int(local)
+        flag = torch.tensor([int(local)], dtype=torch.int64, device=self.trainer.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
 
     # ----- saving -----
     def step_done(self, epoch: int, batches: int, meter: MetricSums, nonfinite: int, skipped: int,
                   data_time: float, elapsed: float) -> None:
         """After training batch ``batches`` of ``epoch``: save a mid-epoch state every --save_every_steps
         batches, and on a notice save one and stop (:class:`Preempted`)."""
-        stop = self.noticed()
+        notice = self.noticed()
         total = len(self.trainer.train_loader)
-        if not stop and not (self.every and batches % self.every == 0 and batches < total):
+        if not notice and not (self.every and batches % self.every == 0 and batches < total):
             return
         mine = {"sums": {k: _plain(v) for k, v in meter.sums.items()}, "counts": dict(meter.counts),
                 "nonfinite": nonfinite, "skipped": skipped, "data_time": data_time, "elapsed": elapsed}
@@ -151,8 +157,8 @@ class Preemption:
         state = trainer.training_state(trainer.model.state_dict())
         state["partial"] = {"epoch": epoch, "batches": batches, "ranks": gather_objects(trainer.env, mine)}
         trainer.experiment.save_state(state)
-        if stop:
-            self._stop(f"[Epoch {epoch}] {self._signal_name()}: stopped after batch {batches} of {total}")
+        if notice:
+            self._stop(f"[Epoch {epoch}] {_name(notice)}: stopped after batch {batches} of {total}")
         trainer.log(f"[Epoch {epoch}] training state saved after batch {batches} of {total} "
                     f"(--save_every_steps {self.every})")
 
@@ -161,8 +167,9 @@ class Preemption:
         args = self.trainer.args
         if args.epochs and self.trainer.epoch >= args.epochs:
             return
-        if self.noticed():
-            self._stop(f"[Epoch {self.trainer.epoch}] {self._signal_name()}: stopped at the end of the epoch")
+        notice = self.noticed()
+        if notice:
+            self._stop(f"[Epoch {self.trainer.epoch}] {_name(notice)}: stopped at the end of the epoch")
 
     def _stop(self, what: str) -> None:
         trainer = self.trainer

@@ -3,7 +3,8 @@
 # (docs/cluster.md).  Submit it from the repository root with the main.py command line of the run:
 #
 #   sbatch --nodes 2 --gpus-per-node 4 scripts/cluster/slurm_train.sh \
-#       image_classification/main.py --template ResNet56_Basis --save resnet56_basis
+#       image_classification/main.py --template ResNet --model ResNet_Basis --depth 56 --k_size2 1 \
+#       --batch_size 64 --epochs 400 --decay step-250-325 --save resnet56_basis
 #
 # One torchrun agent per node (srun --ntasks-per-node 1) starts one process per GPU and joins the others
 # through the c10d rendezvous on the first node; --auto_resume makes the same command line start the run

@@ -3,8 +3,8 @@
 # same settings and the same main.py command line (docs/cluster.md).
 #
 #   NNODES=2 NPROC_PER_NODE=4 RDZV_ENDPOINT=node0.example.org:29500 RUN_ID=resnet56_basis \
-#       scripts/cluster/torchrun_nodes.sh image_classification/main.py --template ResNet56_Basis \
-#       --dir_save /shared/experiments --save resnet56_basis
+#       scripts/cluster/torchrun_nodes.sh image_classification/main.py --template ResNet \
+#       --model ResNet_Basis --depth 56 --batch_size 64 --dir_save /shared/experiments --save resnet56_basis
 #
 # --dir_save must be one folder on a file system every node shares (rank 0 alone writes it; a node that
 # sees another folder is refused).  torchrun relaunches all workers when one fails (up to MAX_RESTARTS
