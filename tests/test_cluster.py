@@ -165,6 +165,9 @@ class signal_at_step:
         def hook(trainer, *args):
             count[0] += 1
             if count[0] == step:
+                # without the run's handler the signal would end the test process itself
+                handler = signal.getsignal(sig)
+                assert handler not in (signal.SIG_DFL, signal.SIG_IGN, None), f"no {sig.name} handler"
                 os.kill(os.getpid(), sig)
             return original(trainer, *args)
 
