@@ -186,7 +186,7 @@ class Preemption:
         """Keep the position of a mid-epoch ``state`` for the next :meth:`start_epoch` (refused when the
         number of processes differs: each process's share of the epoch depends on it)."""
         partial = state.get("partial")
-        if not partial:
+        if not partial or self.trainer.args.test_only:  # a test run only takes the weights
             self._partial = self._rng = None
             return
         env = self.trainer.env
