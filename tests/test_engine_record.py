@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from filter_basis.engine import run
+from filter_basis.engine import cli_main, run
 from filter_basis.engine.record import (
     RUN_FILE,
     NotAnExperiment,
@@ -210,3 +210,19 @@ def test_mark_status_updates_run_json_only(trained, tmp_path):
         mark_status(copy, "paused")
     (tmp_path / "old").mkdir()
     assert not mark_status(tmp_path / "old", "preempted") and not (tmp_path / "old" / RUN_FILE).exists()
+
+
+def test_a_test_only_folder_records_its_evaluation_and_is_not_evaluated_twice(tmp_path, capsys):
+    command = TINY[:-2] + ["--dir_save", str(tmp_path), "--save", "t", "--test_only"]
+    run(TREE, option.parse_args(command))
+    got = read_run(tmp_path / "t")
+    assert (got.kind, got.status, got.epochs_planned, got.epochs_done, got.has_state) == \
+        ("test", "finished", 0, 0, False)
+    assert got.best["epoch"] == 0
+    assert got.best["value"] == got.results[0]["metrics"]["Synthetic"]["top1_error"]
+    assert folder_state(tmp_path / "t") == "finished"
+    capsys.readouterr()
+    before = sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "t").rglob("*"))
+    assert cli_main(TREE, command) == 0
+    assert "holds a finished test-only evaluation" in capsys.readouterr().out
+    assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / "t").rglob("*")) == before

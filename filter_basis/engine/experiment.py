@@ -141,8 +141,12 @@ class Experiment:
         left); its run.json is brought up to date (a run stopped right after its last state was saved)."""
         if args.test_only or not args.epochs or epoch < args.epochs:
             return None
-        if self.writes and (self.dir / RUN_FILE).is_file():
-            update_run(self.dir, epochs_done=epoch, status="finished", epochs_planned=args.epochs)
+        record = read_run_file(self.dir)
+        fields = {"epochs_done": epoch, "status": "finished"}
+        if epoch == args.epochs:
+            fields["epochs_planned"] = epoch
+        if self.writes and record is not None and any(record.get(k) != v for k, v in fields.items()):
+            update_run(self.dir, **fields)
         done = f"finished at epoch {epoch} of {args.epochs}" if epoch == args.epochs else \
             f"finished: it has trained {epoch} epochs, more than --epochs {args.epochs}"
         how = "the same command" if self.auto else f"--load {args.load}"

@@ -30,8 +30,9 @@ STATUSES = ("started", "training", "finished", "preempted", "interrupted", "stop
 
 # What the engine writes into a folder before the first epoch ends: such a folder ("fresh") may be started
 # again by the same command.  Anything else in a folder without a training state is kept and refused.
+# (results/: SR images of an evaluation cut short before its record was written.)
 START_FILES = frozenset({RUN_FILE, "args.json", "summary.json", "log.txt", "results.json", "model",
-                         "basis_init.json", "basis_init_energy.png", "tensorboard"})
+                         "basis_init.json", "basis_init_energy.png", "tensorboard", "results"})
 _TEMP = re.compile(r"^\..+\.tmp$")  # an atomic write cut short (checkpoint.write_atomic)
 
 
@@ -293,7 +294,7 @@ def start_files_only(folder) -> bool:
             results = _read_json(entry)
             if not isinstance(results, list) or results:
                 return False
-        if entry.name != "model" and entry.name != "tensorboard" and not entry.is_file():
+        if entry.name not in ("model", "tensorboard", "results") and not entry.is_file():
             return False
     return True
 

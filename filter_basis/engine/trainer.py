@@ -14,7 +14,7 @@ import argparse
 import math
 import time
 import warnings
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -90,24 +90,22 @@ class Trainer(abc.ABC):
         """The number the best model is chosen by: the :meth:`best_key` result."""
         return flatten(metrics)[self.best_key(vars(self.args))[1]]
 
-    def best_entry(self):
-        """The best epoch as run.json records it (None before the first evaluation)."""
-        if self.best is None:
+    def best_entry(self, best: Optional[dict] = None) -> Optional[dict]:
+        """The best epoch (``self.best`` unless given) as run.json records it (None before the first
+        evaluation)."""
+        best = best or self.best
+        if best is None:
             return None
         test_set, key = self.best_key(vars(self.args))
-        return {"epoch": self.best["epoch"], "test_set": test_set, "metric": key.rpartition("/")[2],
-                "key": key, "direction": "max" if self.higher_is_better else "min",
-                "value": self.best["score"]}
+        return {"epoch": best["epoch"], "test_set": test_set, "metric": key.rpartition("/")[2], "key": key,
+                "direction": "max" if self.higher_is_better else "min", "value": best["score"]}
 
-    def _test_best(self, metrics: dict):
+    def _test_best(self, metrics: dict) -> Optional[dict]:
         """A test-only folder's one evaluation as its best (None when it has no ranked metric: Demo)."""
         try:
-            score = self.score(metrics)
+            return self.best_entry({"epoch": self.epoch, "score": self.score(metrics)})
         except (KeyError, NotImplementedError):
             return None
-        saved, self.best = self.best, {"epoch": self.epoch, "score": score}
-        entry, self.best = self.best_entry(), saved
-        return entry
 
     # ----- helpers for the hooks -----
     def to_device(self, tensor: torch.Tensor, cast: bool = True) -> torch.Tensor:
