@@ -28,7 +28,7 @@ from torch.utils.data import DistributedSampler
 
 from ..errors import CheckpointError, RunStopped
 from .checkpoint import set_rng_state
-from .distributed import gather_objects
+from .distributed import barrier, gather_objects
 from .meters import MetricSums
 from .record import mark_status
 
@@ -176,6 +176,9 @@ class Preemption:
         folder = trainer.experiment.dir
         if trainer.env.is_main:
             mark_status(folder, "preempted")  # what a requeue script keys on (run.json)
+        # no process exits before rank 0 has written the state and run.json: a launcher that ends the
+        # others when one exits (srun --kill-on-bad-exit) must not cut the write short
+        barrier(trainer.env)
         message = (f"{what}; training state saved in {folder}: the same command with --auto_resume (or "
                    f"--load {folder.name}) continues it (exit status {EXIT_PREEMPTED})")
         trainer.log(message)
