@@ -295,11 +295,13 @@ def test_sigterm_to_one_of_two_processes_stops_both_and_they_continue_exactly(re
 
 
 def test_two_torchrun_agents_relaunch_a_killed_worker_and_finish_exactly(repo_root, tmp_path, reference_two):
-    # torchrun --nnodes 2 --max-restarts 2 (scripts/cluster/torchrun_nodes.sh): the worker of rank 1 is
+    # torchrun --nnodes 2 --max-restarts 3 (scripts/cluster/torchrun_nodes.sh): the worker of rank 1 is
     # SIGKILLed in epoch 2; both agents relaunch their workers, which continue from the state saved after
-    # batch 2 (--save_every_steps 2) to the metrics and weights of the uninterrupted two-process run.
+    # batch 2 (--save_every_steps 2) to the metrics and weights of the uninterrupted two-process run.  (One
+    # restart is needed; the others absorb Gloo connection time-outs of relaunched workers on a machine
+    # loaded far beyond its cores.)
     argv = TINY + ["--dir_save", str(tmp_path), "--save", "run", "--save_every_steps", "2"]
-    codes, errors = two_agents(repo_root, worker(repo_root, tmp_path), [argv, argv], tmp_path, "elastic", 2,
+    codes, errors = two_agents(repo_root, worker(repo_root, tmp_path), [argv, argv], tmp_path, "elastic", 3,
                                FAULT=f"1:{STEPS + 3}:SIGKILL")
     assert codes == [0, 0], errors
     assert_same(tmp_path / "run", reference_two)
