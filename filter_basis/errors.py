@@ -37,6 +37,6 @@ def report_errors(action: Callable[[], object]) -> int:
     try:
         action()
     except (UserError, RunStopped) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{getattr(error, 'label', 'error')}: {error}", file=sys.stderr)
         return error.exit_code
     return 0

@@ -217,6 +217,10 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     log.add_argument("--tensorboard", action="store_true",
                      help="also write each epoch's losses, learning rate and test metrics (SR: a few test "
                           "images) to RUN/tensorboard/ for TensorBoard")
+    # preemption and cluster runs (docs/cluster.md)
+    log.add_argument("--save_every_steps", type=nonnegative_int, default=0,
+                     help="also save the training state every N batches within an epoch (0: at epoch ends "
+                          "only); a scheduler's SIGTERM/SIGUSR1 always saves one before the run stops")
 
 
 def add_ignored_options(parser: OptionParser, specs: Iterable[tuple]) -> None:

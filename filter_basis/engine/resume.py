@@ -22,7 +22,7 @@ from .record import option_drift
 # Options that may change when a run is continued: how long it runs and how often it logs, the
 # hardware, the number format and speed options, where its files are, and what this invocation does.
 RESUME_MAY_CHANGE = (
-    "epochs", "test_every", "print_every", "save_models",  # run length and logging
+    "epochs", "test_every", "print_every", "save_models", "save_every_steps",  # run length and logging
     "tensorboard",  # monitoring (docs/monitoring.md)
     "n_threads", "cpu", "n_GPUs", "precision", "amp", "channels_last", "compile", "debug",  # device, format
     "dir_data", "dir_save", "save", "load", "resume", "reset", "test_only", "summary",  # folders, invocation

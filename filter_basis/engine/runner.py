@@ -10,19 +10,21 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 
 from ..errors import DataError, report_errors
 from ..layers import set_basis_form
 from ..registry import Registry
 from . import basis_init, evaluation
 from .checkpoint import seed_everything
+from .cluster import check_one_run, check_same_decision
 from .device import Runtime, use_cuda
 from .distributed import DistEnv, ShardSampler, barrier, setup, teardown
 from .experiment import Experiment
 from .losses import build_loss
 from .optim import Schedule
 from .options import is_given
+from .preemption import ResumableSampler, notice_handlers
 from .record import read_run_file
 from .regularizers import LOSS_NORM, build_loss_norm
 from .resume import check_options
@@ -90,7 +92,8 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
         return None
     env = setup(args, use_cuda(args))
     try:
-        trainer = _run_experiment(tree, args, env)
+        with notice_handlers(not args.test_only):  # SIGTERM/SIGUSR1: stop after a step (docs/cluster.md)
+            trainer = _run_experiment(tree, args, env)
         barrier(env)  # no process closes its connections while another still communicates
         return trainer
     except BaseException as error:
@@ -103,7 +106,9 @@ def run(tree: Tree, args: argparse.Namespace) -> Optional[Trainer]:
 
 def _run_experiment(tree: Tree, args: argparse.Namespace, env: DistEnv) -> Optional[Trainer]:
     tested = evaluation.settle(tree, args)  # a test of a saved run: its options, checkpoint and eval folder
+    check_one_run(args, env)  # several processes: the same options, one shared --dir_save (docs/cluster.md)
     experiment = Experiment(args, env, tree.name, tested)  # refuses a folder it must not touch, before writes
+    check_same_decision(env, experiment.resuming, experiment.dir)
     try:
         return _run_in(experiment, tree, args, env, tested)
     except KeyboardInterrupt:
@@ -185,8 +190,8 @@ def _run_in(experiment: Experiment, tree: Tree, args: argparse.Namespace, env: D
     train_loader = None
     if not args.test_only:
         train_set = tree.build_train_set(args)
-        sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                     seed=args.seed)
+        sampler = ResumableSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                   seed=args.seed)
         train_loader = _loader(tree, args.data_train, train_set, True, args.batch_size // env.world_size,
                                sampler, args, runtime)
     if dense_init is not None:

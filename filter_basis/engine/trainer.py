@@ -28,6 +28,7 @@ from .experiment import Experiment
 from .losses import WeightedLoss
 from .meters import MetricSums, flatten, nest
 from .optim import Schedule, build_optimizer, build_scheduler
+from .preemption import Preemption
 from .progress import interactive, progress_bar
 from .resume import check_model_state, fresh_seed, plain_options
 from .tensorboard import Monitor
@@ -89,6 +90,7 @@ class Trainer(abc.ABC):
         self.fitted_start = False  # --basis_init: evaluate and save the fitted model as epoch 0 first
         self.show_bars = env.is_main and interactive()
         self.monitor = Monitor.for_trainer(self)  # --tensorboard
+        self.preemption = Preemption(self)  # stop on a scheduler's notice; mid-epoch states (docs/cluster.md)
 
     # ----- hooks a tree implements -----
     @abc.abstractmethod
@@ -173,6 +175,7 @@ class Trainer(abc.ABC):
             self.epoch = epoch
             self._finish_epoch(stats, metrics)
             self.monitor.epoch(self, stats, metrics)
+            self.preemption.epoch_done()
 
     def train_epoch(self, epoch: int) -> dict:
         self.net.train()
@@ -181,11 +184,12 @@ class Trainer(abc.ABC):
             sampler.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.log(f"[Epoch {epoch}] learning rate {lr:.2e}")
-        meter, nonfinite, skipped = MetricSums(), 0, 0
-        data_time = 0.0
-        start = tick = time.perf_counter()
-        bar = progress_bar(self.train_loader, f"epoch {epoch}", self.show_bars)
-        for i, batch in enumerate(bar, 1):
+        resumed = self.preemption.start_epoch(epoch, self.train_loader)  # all of it, or what a stop left
+        meter, nonfinite, skipped = resumed.meter, resumed.nonfinite, resumed.skipped
+        data_time = resumed.data_time
+        start = tick = time.perf_counter() - resumed.elapsed
+        bar = progress_bar(resumed.batches, f"epoch {epoch}", self.show_bars)
+        for i, batch in enumerate(bar, resumed.done + 1):
             data_time += time.perf_counter() - tick
             with self.runtime.autocast():
                 loss, n = self.train_step(batch)
@@ -213,6 +217,7 @@ class Trainer(abc.ABC):
                     self.experiment.log(f"[Epoch {epoch}] [{i}/{len(self.train_loader)}] loss {value:.4f} "
                                         f"{time.perf_counter() - start:.1f}s", echo_line=not self.show_bars)
             tick = time.perf_counter()
+            self.preemption.step_done(epoch, i, meter, nonfinite, skipped, data_time, tick - start)
         self.runtime.synchronize()
         elapsed = time.perf_counter() - start
         totals = meter.totals(self.env, self.device)
@@ -270,19 +275,25 @@ class Trainer(abc.ABC):
         if improved:
             self.best = {"epoch": self.epoch, "score": score}
         self.log(self._describe(self.epoch, metrics))
-        rng = gather_objects(self.env, rng_state())
-        data = gather_objects(self.env, self.train_loader.state_dict()) \
-            if hasattr(self.train_loader, "state_dict") else None
         weights = self.model.state_dict()
+        state = self.training_state(weights)
         self.experiment.record({"epoch": self.epoch, "metrics": metrics, **stats})
         self.experiment.save_models(weights, self.epoch, improved, self.args.save_models)
         self.experiment.save_basis_images(self.model)
-        self.experiment.save_state({
+        self.experiment.save_state(state)
+        self.experiment.epoch_done(self.epoch, self.best_entry(), self.args.epochs)  # after the state
+
+    def training_state(self, weights: dict) -> dict:
+        """What a continued run starts from (collective: every process calls it; the random states and
+        the device batches' generator are gathered, one per process)."""
+        rng = gather_objects(self.env, rng_state())
+        data = gather_objects(self.env, self.train_loader.state_dict()) \
+            if hasattr(self.train_loader, "state_dict") else None
+        return {
             "epoch": self.epoch, "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "best": self.best,
             "error_last": self.error_last, "rng": rng, "data": data, "options": plain_options(self.args),
-        })
-        self.experiment.epoch_done(self.epoch, self.best_entry(), self.args.epochs)  # after the state
+        }
 
     def load_state(self, state: dict) -> None:
         """Continue exactly where a saved run stopped (model, optimiser, schedule, RNG and data order).
@@ -308,6 +319,7 @@ class Trainer(abc.ABC):
             data = state.get("data")  # the augmentation generator of batches made on the device
             if data and hasattr(self.train_loader, "load_state_dict") and self.env.rank < len(data):
                 self.train_loader.load_state_dict(data[self.env.rank])
+            self.preemption.load(state)  # a state saved in the middle of an epoch: where to go on
         except torch.OutOfMemoryError:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
