@@ -19,11 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".git", ".venv", "datasets", "experiment", "__pycache__", ".pytest_cache", ".ruff_cache", ".whl"}
 SUFFIXES = {".py", ".sh", ".md", ".tsv"}
 
-# Pages the other branches of this round add (named in the README's map of docs/). A strict xfail: once
-# they exist (after the merge) these tests XPASS and fail, so this set must then be emptied.
-AWAITING_MERGE = {"docs/testing.md", "docs/compressing.md", "docs/initialisation.md",
-                  "docs/results.md", "docs/monitoring.md", "docs/cluster.md"}
-
 CITATION = re.compile(r"(?<![\w.-])((?:\.\./)*docs/[\w./-]+\.(?:md|png))(#[\w-]+)?")
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -99,9 +94,7 @@ REFERENCES = references()
 
 def _params():
     for target in sorted(REFERENCES):
-        marks = [pytest.mark.xfail(strict=True, reason="added by another branch of this round")] \
-            if target in AWAITING_MERGE else []
-        yield pytest.param(target, marks=marks, id=target)
+        yield pytest.param(target, id=target)
 
 
 @pytest.mark.parametrize("target", list(_params()))
