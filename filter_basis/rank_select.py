@@ -62,7 +62,8 @@ def build_budget(probe: nn.Module, baseline: nn.Module, groups, target_compressi
 
     ``probe`` (any device, meta included) is the basis model as built; its counts need not be the chosen
     ones: costs are linear in them.  FLOPs are counted for one input of ``input_size``."""
-    from .init_from_dense import filter_costs, weight_params
+    from .complexity import weight_params
+    from .init_from_dense import filter_costs
 
     names, fixed, costs, limits, wholes = [], [], [[] for _ in groups], [], {}
     if target_compression is not None:

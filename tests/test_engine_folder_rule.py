@@ -273,7 +273,7 @@ def test_a_target_compression_run_continues_with_either_command(tmp_path, capsys
                  str(tmp_path / "dense.pt"), "--target_compression", "0.3", "--bn_batches", "0")
     assert cli_main(TREE, first + ["--epochs", "1"]) == 0
     printed = next(line for line in capsys.readouterr().out.splitlines()
-                   if line.startswith("--target_compression 0.3 chose: "))
+                   if line.startswith("--basis_init chose: "))
     counts = printed.split("chose: ")[1].split()
     record = read_run(tmp_path / "tc")
     assert record.basis_counts["options"] == {counts[i].lstrip("-"): int(counts[i + 1])

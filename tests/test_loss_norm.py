@@ -63,7 +63,7 @@ def test_classification_loss_norm_is_a_logged_term_equal_to_approximation_loss(t
     state = _baseline_file(cls_option, cls_model, DENSE_RESNET, tmp_path / "dense.pt")
     args = cls_option.parse_args(CLS + ["--model", "ResNet_Basis", "--loss_norm", "--pre_train_optim",
                                         str(tmp_path / "dense.pt"), "--dir_save", str(tmp_path), "--save",
-                                        "norm", "--epochs", "2"])
+                                        "norm", "--epochs", "2", "--init", "official"])
     trainer = run(CLS_TREE, args)
 
     assert trainer.loss.terms == [(1.0, "CE"), (1.0, "loss_norm")]
