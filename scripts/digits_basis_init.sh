@@ -106,10 +106,10 @@ def record(folder):
     except NotAnExperiment:
         return None
 def last(folder, key="top1_error"):
-DENSE_EPOCHS=${DENSE_EPOCHS:-10}
-COMMON=(--depth 20 --data_train Digits --data_test Digits --cpu --n_threads 0 --dir_save "$OUT" ${EXTRA:-})
-# shellcheck disable=SC2206
-BASIS=("${COMMON[@]}" --model ResNet_Basis --k_size2 1 ${FIT:-})
+    found = record(folder)
+    return found.results[-1]["metrics"][key] if found is not None and found.results else None
+def cell(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}"
 print(f"dense ResNet-20: {cell(last('digits_dense'))}% test error, "
       f"{json.loads((out / 'digits_dense' / 'summary.json').read_text())['weight_params']:,} weights")
 print("| n_basis1/2/3 | weights (% of dense) | weight error | error before, dense BN | error before, "
