@@ -174,7 +174,7 @@ def best_key(tree: Optional[str], options: Mapping) -> Optional[tuple]:
     try:
         trainer = find_tree(tree).trainer_class
         test_set, key = trainer.best_key(options)
-    except (UserError, ImportError, NotImplementedError, KeyError, TypeError, ValueError):
+    except (UserError, ImportError, KeyError, TypeError, ValueError):
         return None
     return test_set, key, "max" if trainer.higher_is_better else "min"
 

@@ -103,10 +103,10 @@ class Trainer(abc.ABC):
         with ``self.eval_net``, not the training wrapper ``self.net``."""
 
     @classmethod
+    @abc.abstractmethod
     def best_key(cls, options: Mapping) -> tuple:
         """``(test set, results.json metrics key such as 'Set5_x2/psnr')`` the best model is chosen by
         (see ``higher_is_better``), from the options as ``args.json`` holds them."""
-        raise NotImplementedError
 
     def score(self, metrics: dict) -> float:
         """The number the best model is chosen by: the :meth:`best_key` result."""
@@ -126,7 +126,7 @@ class Trainer(abc.ABC):
         """A test-only folder's one evaluation as its best (None when it has no ranked metric: Demo)."""
         try:
             return self.best_entry({"epoch": self.epoch, "score": self.score(metrics)})
-        except (KeyError, NotImplementedError):
+        except KeyError:
             return None
 
     def saved_outputs(self) -> list:
