@@ -37,6 +37,7 @@ from .engine.trees import find_tree
 from .errors import UserError
 
 START, CONTINUE, FINISHED, REPLACE = "start", "continue", "finished", "replace"
+TARGETS = ("target_compression", "target_flops")  # budgets whose run records the counts they chose
 NEW_PLACE = "rerun with another output folder, or remove the folder yourself"
 
 
@@ -83,21 +84,22 @@ def current_options(tree_name: str, argv: Sequence[str]) -> dict:
 def drift(record: RunRecord, tree_name: str, argv: Sequence[str]) -> list:
     """``[(name, current, saved)]``: the options of ``argv`` that differ from the ones ``record`` ran with,
     by the rule of ``--load``'s check (options allowed to change on resume are not compared).  A
-    ``--target_compression`` run is compared with the filter counts its record says were chosen for the
-    same target; another target is a difference."""
+    ``--target_compression`` or ``--target_flops`` run is compared with the filter counts its record says
+    were chosen for the same targets; other targets are a difference."""
     tree = find_tree(tree_name)
     current = _parse(tree, argv)
     # a test-only folder's result is its test sets: unlike --load RUN --test_only, they must be the same
     allowed = (set(RESUME_MAY_CHANGE) | set(tree.resume_may_change) | {tree.pretrained_option}) - \
         (set(TEST_ONLY_MAY_CHANGE) if current.get("test_only") else set())
     changes = []
-    target = current.get("target_compression")
-    if target is not None:
+    targets = [name for name in TARGETS if current.get(name) is not None]
+    if targets:
         counts = record.basis_counts if isinstance(record.basis_counts, dict) else {}
-        saved_target = counts.get("target_compression", record.options.get("target_compression"))
-        if saved_target != target:
-            changes.append(("target_compression", target, saved_target))
-        elif isinstance(counts.get("options"), dict):
+        for name in TARGETS:
+            saved_target = counts.get(name, record.options.get(name))
+            if saved_target != current.get(name):
+                changes.append((name, current.get(name), saved_target))
+        if not changes and isinstance(counts.get("options"), dict):
             current.update(json.loads(json.dumps(counts["options"], default=str)))
     return changes + option_drift(record.options, current, allowed)
 

@@ -2,21 +2,31 @@
 # Compressing trained networks (docs/compressing.md): trains dense baselines on the embedded data, starts
 # basis models from them with --basis_init at weight and FLOP budgets, with the weights fit or the data
 # fit and energy or sensitivity rank selection, and prints one Markdown table: model, budget, fit,
-# selection, weights % and FLOPs % of the dense model, the metric right after the fit (epoch 0, BatchNorm
-# re-estimated) and after 1 epoch of fine-tuning (rows marked for it).
+# selection, weights % and FLOPs % of the dense model (for super-resolution also the residual blocks'
+# weights %, the paper's count), the metric right after the fit (epoch 0, BatchNorm re-estimated) and
+# after 1 epoch of fine-tuning (rows marked for it).
 #
-#   scripts/compress_table.sh [OUT]           (experiment folders under OUT, default experiment/compress)
+#   scripts/compress_table.sh [OUT]   (experiment folders under OUT, default experiment/compress)
 #   REDUCED=1 ...      the reduced table: Digits ResNet-8 only (DEPTH=8), dense model trained for 2 epochs,
 #                      four rows at 20% of the weights and 50% of the FLOPs, no fine-tuning
 #   ROWS="..." ...     the rows, one per word: FAMILY:MODEL_OPTIONS:BUDGET:FIT:SELECT[:tune]
 #                      FAMILY digits_resnet|digits_vgg|digits_densenet|photos_edsr|photos_srresnet;
-#                      MODEL_OPTIONS comma-separated (e.g. --k_size2,1); BUDGET w0.3 (weights) or f0.5 (FLOPs)
+#                      MODEL_OPTIONS comma-separated (e.g. --k_size2,1); BUDGET w0.3 (weights of the whole
+#                      model), b0.3 (weights of the residual blocks; super-resolution) or f0.5 (FLOPs)
 #   FIT_BATCHES=32     calibration batches;  TABLE_ONLY=1: only print the table of runs already made
-# Runs on the CPU.
+#   CLS_EPOCHS, DENSE_EPOCHS_VGG, DENSE_EPOCHS_DENSENET, SR_EPOCHS: the dense baselines' epochs
+#   EXTRA="..." SR_EXTRA="..."   more options for every classification / super-resolution run
+#                      (e.g. EXTRA="--n_train 64 --n_test 50" SR_EXTRA="--test_every 2 --data_test Set5")
+#   PYTHON=...         the interpreter (default: the .venv of scripts/env.sh)
+# Runs on the CPU. Runs again pick up where they stopped: a dense model or fine-tuning run is used when
+# finished with these options (an interrupted one is continued), a test-only row that ran is not redone;
+# the script never removes a folder (docs/results.md, "The tools' rules").
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-OUT=${1:-experiment/compress}
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"  # root, py: the .venv (made once), or $PYTHON
+OUT=$(realpath -m "${1:-$root/experiment/compress}")  # a relative OUT is taken from the current folder
+PY=$py
+cd "$root"
+TOOL=compress_table
 FIT=${FIT_BATCHES:-32}
 if [ -n "${REDUCED:-}" ]; then  # what a loaded 2-core machine finishes in about half an hour
     CLS_EPOCHS=${CLS_EPOCHS:-2}; CLS_DECAY=${CLS_DECAY:-step-1}; DEPTH=${DEPTH:-8}
@@ -27,98 +37,168 @@ else
     DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.3:weights:energy digits_resnet:--k_size2,1:w0.3:data:energy
 digits_resnet:--k_size2,1:w0.3:data:sensitivity digits_resnet:--k_size2,1:w0.15:weights:energy:tune
 digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune digits_resnet:--k_size2,1:f0.5:data:sensitivity
-digits_resnet:--k_size2,3:w0.5:data:sensitivity digits_vgg::w0.3:data:sensitivity:tune
-digits_densenet:--n_basis,16:w0.8:data:sensitivity photos_edsr:--basis_size,32:w0.3:weights:energy
-photos_edsr:--basis_size,32:w0.3:data:sensitivity photos_edsr:--basis_size,32:w0.15:weights:energy:tune
-photos_edsr:--basis_size,32:w0.15:data:sensitivity:tune photos_edsr:--basis_size,32:f0.5:data:sensitivity
-photos_srresnet:--basis_size,32:w0.5:data:sensitivity"
+digits_resnet:--k_size2,3:w0.5:data:energy digits_resnet:--k_size2,3:w0.5:data:sensitivity
+digits_vgg::w0.3:data:energy digits_vgg::w0.3:data:sensitivity:tune
+digits_densenet:--n_basis,16:w0.8:data:energy digits_densenet:--n_basis,16:w0.8:data:sensitivity
+photos_edsr:--basis_size,32:b0.3:weights:energy photos_edsr:--basis_size,32:b0.3:data:energy
+photos_edsr:--basis_size,32:b0.3:data:sensitivity photos_edsr:--basis_size,32:b0.15:weights:energy:tune
+photos_edsr:--basis_size,32:b0.15:data:sensitivity:tune photos_edsr:--basis_size,32:f0.5:data:sensitivity
+photos_srresnet:--basis_size,32:b0.5:data:energy photos_srresnet:--basis_size,32:b0.5:data:sensitivity"
+# (--basis_fit weights exists for the linear families only: ResNet --k_size2 1 and EDSR; the others are
+# fitted by data from an SVD start, whose output error the table shows beside the fit's)
 fi
 ROWS=${ROWS:-$DEFAULT_ROWS}
+VGG_EPOCHS=${DENSE_EPOCHS_VGG:-$CLS_EPOCHS}
+DENSENET_EPOCHS=${DENSE_EPOCHS_DENSENET:-$CLS_EPOCHS}
+SR_EPOCHS=${SR_EPOCHS:-3}
+# shellcheck disable=SC2206
 CLS=(--data_train Digits --data_test Digits --batch_size 32 --print_every 1000 --cpu --n_threads 0
-     --dir_save "$OUT")
-SR=(--scale 2 --data_train Photos --data_test Photos+Set5 --patch_size 64 --batch_size 16 --print_every 1000
-    --cpu --n_threads 0 --dir_save "$OUT")
+     --dir_save "$OUT" ${EXTRA:-})
+# shellcheck disable=SC2206
+SR=(--scale 2 --data_train Photos --data_test Photos+Set5 --patch_size 64 --batch_size 16 --test_every 260
+    --print_every 1000 --cpu --n_threads 0 --dir_save "$OUT" ${SR_EXTRA:-})
 EDSR=(--n_resblocks 8 --n_feats 32 --res_scale 0.1)
 SRRESNET=(--n_resblocks 4 --n_feats 32)
 
 family() {  # FAMILY -> "tree|dense options|basis model|its options"
     case $1 in
-        digits_resnet) echo "image_classification|--model ResNet --depth $DEPTH|ResNet_Basis|--depth $DEPTH" ;;
-        digits_vgg) echo "image_classification|--model VGG|VGG_Basis|" ;;
-        digits_densenet) echo "image_classification|--model DenseNet --depth 40 --k 12|DenseNet_Basis|--depth 40 --k 12" ;;
-        photos_edsr) echo "super_resolution|--model EDSR ${EDSR[*]}|EDSR_Basis|${EDSR[*]}" ;;
-        photos_srresnet) echo "super_resolution|--model SRResNet ${SRRESNET[*]}|SRResNet_Basis|${SRRESNET[*]}" ;;
-        *) echo "unknown family $1" >&2; exit 2 ;;
+        digits_resnet) echo "image_classification|--model ResNet --depth $DEPTH --epochs $CLS_EPOCHS \
+--decay $CLS_DECAY|ResNet_Basis|--depth $DEPTH" ;;
+        digits_vgg) echo "image_classification|--model VGG --epochs $VGG_EPOCHS --decay $CLS_DECAY|VGG_Basis|" ;;
+        digits_densenet) echo "image_classification|--model DenseNet --depth 40 --k 12 --epochs $DENSENET_EPOCHS \
+--decay $CLS_DECAY|DenseNet_Basis|--depth 40 --k 12" ;;
+        photos_edsr) echo "super_resolution|--model EDSR ${EDSR[*]} --epochs $SR_EPOCHS --decay_type \
+step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|EDSR_Basis|${EDSR[*]}" ;;
+        photos_srresnet) echo "super_resolution|--model SRResNet ${SRRESNET[*]} --epochs $SR_EPOCHS \
+--decay_type step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|SRResNet_Basis|${SRRESNET[*]}" ;;
+        *) echo "error: unknown family $1 (digits_resnet, digits_vgg, digits_densenet, photos_edsr," \
+                "photos_srresnet)" >&2; exit 2 ;;
     esac
 }
 common() { [ "$1" = image_classification ] && echo "${CLS[*]}" || echo "${SR[*]}"; }
-
-dense() {  # train the dense baseline of FAMILY once
+decision() {  # decision TREE NAME OPTIONS...: start, continue or finished (refused: one line, exit 2)
+    local tree=$1 name=$2
+    shift 2
+    "$PY" -m filter_basis.reuse "$TOOL" "$tree" "$OUT/$name" -- "$@" --save "$name"
+}
+dense() {  # dense FAMILY: train (or continue) its dense baseline until finished
+    local tree dense_opts action
     IFS='|' read -r tree dense_opts _ _ <<< "$(family "$1")"
-    [ -f "$OUT/$1_dense/model/model_latest.pt" ] && return
-    if [ "$tree" = image_classification ]; then
-        # shellcheck disable=SC2046,SC2086
-        $PY $tree/main.py $(common $tree) $dense_opts --epochs "$CLS_EPOCHS" --decay "$CLS_DECAY" \
-            --save "$1_dense" --reset
-    else
-        # shellcheck disable=SC2046,SC2086
-        $PY $tree/main.py $(common $tree) $dense_opts --epochs 3 --decay_type step_2 --lr 1e-3 --gamma 0.2 \
-            --save "$1_dense" --reset
-    fi
+    # shellcheck disable=SC2046,SC2086
+    action=$(decision "$tree" "$1_dense" $(common "$tree") $dense_opts)
+    [ "$action" = finished ] && return
+    # shellcheck disable=SC2046,SC2086
+    "$PY" "$tree/main.py" $(common "$tree") $dense_opts --save "$1_dense" --auto_resume --made_by "$TOOL"
+}
+block_fraction() {  # block_fraction DENSE_CHECKPOINT N_RESBLOCKS R: the whole-model weight fraction that
+    # leaves R of the residual blocks' weights (everything outside the blocks is not compressed)
+    "$PY" - "$@" <<'PYEOF'
+import sys, torch
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+n, r = int(sys.argv[2]), float(sys.argv[3])
+weights = {k: v.numel() for k, v in state.items() if v.dim() > 1}
+blocks = sum(v for k, v in weights.items() if k.startswith("body.") and int(k.split(".")[1]) < n)
+whole = sum(weights.values())
+print(f"{(whole - blocks + r * blocks) / whole:.6f}")
+PYEOF
 }
 
 for row in $ROWS; do
     [ -z "${TABLE_ONLY:-}" ] || break
     IFS=: read -r fam opts budget fit select tune <<< "$row"
-    dense "$fam"
     IFS='|' read -r tree _ model model_opts <<< "$(family "$fam")"
-    target=$([ "${budget:0:1}" = w ] && echo "--target_compression ${budget:1}" || echo "--target_flops ${budget:1}")
-    name="${fam}_${model}${opts//[-,]/_}_${budget}_${fit}_${select}"
-    [ -f "$OUT/$name/results.json" ] && continue
+    dense "$fam"
+    checkpoint="$OUT/${fam}_dense/model/model_latest.pt"
+    case ${budget:0:1} in
+        w) target=(--target_compression "${budget:1}") ;;
+        f) target=(--target_flops "${budget:1}") ;;
+        b) n=$(sed -n 's/.*--n_resblocks \([0-9]*\).*/\1/p' <<< "$model_opts")
+           target=(--target_compression "$(block_fraction "$checkpoint" "$n" "${budget:1}")") ;;
+        *) echo "error: budget $budget: w<R> (weights), b<R> (block weights) or f<R> (FLOPs)" >&2; exit 2 ;;
+    esac
     if [ "$tune" = tune ]; then
         lr=$([ "$tree" = image_classification ] && echo 0.01 || echo 1e-4)
         run=(--epochs 1 --lr "$lr")
     else
         run=(--test_only)
     fi
+    name="${fam}_${model}${opts//[-,]/_}_${budget}_${fit}_${select}"
     # shellcheck disable=SC2046,SC2086
-    $PY $tree/main.py $(common $tree) --model $model $model_opts ${opts//,/ } $target --basis_fit "$fit" \
-        --rank_select "$select" --fit_batches "$FIT" --basis_init "$OUT/${fam}_dense/model/model_latest.pt" \
-        "${run[@]}" --save "$name" --reset
+    options=($(common "$tree") --model "$model" $model_opts ${opts//,/ } "${target[@]}" --basis_fit "$fit"
+             --rank_select "$select" --fit_batches "$FIT" --basis_init "$checkpoint" "${run[@]}")
+    action=$(decision "$tree" "$name" "${options[@]}")
+    [ "$action" = finished ] && { echo "$name: done with these options, used as it is"; continue; }
+    resume=()
+    [ "$tune" = tune ] && resume=(--auto_resume)
+    "$PY" "$tree/main.py" "${options[@]}" --save "$name" "${resume[@]}" --made_by "$TOOL" ||
+        echo "$name: failed (exit $?); the table shows it as not run" >&2
 done
 
-$PY - "$OUT" $ROWS <<'PYEOF'
+"$PY" - "$OUT" $ROWS <<'PYEOF'
 import json, sys
 from pathlib import Path
+import torch
+from filter_basis.engine.record import NotAnExperiment, read_run
 out, rows = Path(sys.argv[1]), sys.argv[2:]
 
-def metrics(record):
-    m = record["metrics"]
+def record(folder):
+    try:
+        return read_run(folder)
+    except NotAnExperiment:
+        return None
+
+def metrics(result):
+    m = result["metrics"]
     if "top1_error" in m:
         return f"{m['top1_error']:.2f}% err"
     return " / ".join(f"{v['psnr']:.2f}" for v in m.values() if isinstance(v, dict) and "psnr" in v) + " dB"
 
-print("| model | budget | fit | selection | weights % | FLOPs % | right after the fit | after 1 epoch |")
-print("|---|---|---|---|---|---|---|---|")
+def block_weights(run):
+    """Weights of the residual blocks (body.0 .. body.N-1) in the run's checkpoint."""
+    state = torch.load(run.folder / "model" / "model_latest.pt", map_location="cpu", weights_only=True)
+    n = int(run.options["n_resblocks"])
+    return sum(v.numel() for k, v in state.items()
+               if v.dim() > 1 and k.startswith("body.") and int(k.split(".")[1]) < n)
+
+def output_error(run):
+    """Mean relative output error of the fitted layers: SVD/weights start -> data fit (basis_init.json)."""
+    try:
+        units = json.loads((run.folder / "basis_init.json").read_text()).get("units") or []
+    except (OSError, ValueError):
+        return "—"
+    if not units:
+        return "—"
+    mean = lambda key: sum(u[key] for u in units) / len(units)
+    return f"{mean('error_start'):.3f} → {mean('error_fit'):.3f}"
+
+print("| model | budget | fit | selection | weights % | block weights % | FLOPs % | layer output error "
+      "(start → fit) | right after the fit | after 1 epoch |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 dense_done = set()
 for row in rows:
     fam, opts, budget, fit, select, *tune = row.split(":")
-    folders = sorted(out.glob(f"{fam}_*{opts.replace('-', '_').replace(',', '_')}_{budget}_{fit}_{select}"))
-    dense = out / f"{fam}_dense"
-    if fam not in dense_done and (dense / "results.json").is_file():
-        dense_done.add(fam)
-        last = json.loads((dense / "results.json").read_text())[-1]
-        print(f"| {fam} dense | — | — | — | 100 | 100 | {metrics(last)} | — |")
-    if not folders or not (folders[0] / "results.json").is_file():
-        print(f"| {fam} {opts} | {budget} | {fit} | {select} | — | — | (not run) | — |")
+    dense = record(out / f"{fam}_dense")
+    if dense is None or not dense.results:
+        print(f"| {fam} (dense model not trained) | | | | | | | | | |")
         continue
-    run = folders[0]
-    s, d = (json.loads((f / "summary.json").read_text()) for f in (run, dense))
-    results = json.loads((run / "results.json").read_text())
-    first = next(r for r in results if r["epoch"] == 0)
-    tuned = next((r for r in results if r["epoch"] == 1), None)
-    label = f"{json.loads((run / 'args.json').read_text())['model']} {opts.replace(',', ' ')}".strip()
-    b = ("weights " if budget[0] == "w" else "FLOPs ") + budget[1:]
-    print(f"| {label} | {b} | {fit} | {select} | {100 * s['weight_params'] / d['weight_params']:.1f} | "
-          f"{100 * s['flops'] / d['flops']:.1f} | {metrics(first)} | {metrics(tuned) if tuned else '—'} |")
+    sr = "n_resblocks" in dense.options
+    if fam not in dense_done:
+        dense_done.add(fam)
+        print(f"| {dense.options['model']} (dense, {dense.epochs_done} epochs) | — | — | — | 100 | "
+              f"{'100' if sr else '—'} | 100 | — | {metrics(dense.results[-1])} | — |")
+    name = f"{fam}_{'*'}{opts.replace('-', '_').replace(',', '_')}_{budget}_{fit}_{select}"
+    found = sorted(out.glob(name))
+    run = record(found[0]) if found else None
+    kind = {"w": "weights", "b": "block weights", "f": "FLOPs"}[budget[0]]
+    if run is None or not any(r["epoch"] == 0 for r in run.results):
+        print(f"| {fam} {opts} | {kind} {budget[1:]} | {fit} | {select} | — | — | — | — | (not run) | — |")
+        continue
+    s, d = (json.loads((r.folder / "summary.json").read_text()) for r in (run, dense))
+    first = next(r for r in run.results if r["epoch"] == 0)
+    tuned = next((r for r in run.results if r["epoch"] == 1), None)
+    blocks = f"{100 * block_weights(run) / block_weights(dense):.1f}" if sr else "—"
+    label = f"{run.options['model']} {opts.replace(',', ' ')}".strip()
+    print(f"| {label} | {kind} {budget[1:]} | {fit} | {select} | {100 * s['weight_params'] / d['weight_params']:.1f} "
+          f"| {blocks} | {100 * s['flops'] / d['flops']:.1f} | {output_error(run)} | {metrics(first)} | "
+          f"{metrics(tuned) if tuned else '—'} |")
 PYEOF

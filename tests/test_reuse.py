@@ -56,6 +56,19 @@ def test_a_target_compression_run_is_compared_with_the_counts_it_chose(tmp_path)
     assert reuse.decide(run, "tool", TREE_NAME, argv).action == reuse.FINISHED
     with pytest.raises(reuse.Drifted, match="--target_compression 0.5 .saved 0.3."):
         reuse.decide(run, "tool", TREE_NAME, [*argv, "--target_compression", "0.5"])
+    with pytest.raises(reuse.Drifted, match="--target_flops 0.5 .saved null."):
+        reuse.decide(run, "tool", TREE_NAME, [*argv, "--target_flops", "0.5"])
+
+
+def test_a_target_flops_run_is_compared_with_the_counts_it_chose(tmp_path):
+    chosen = {"n_basis1": 4, "n_basis2": 11, "n_basis3": 20}
+    (tmp_path / "dense.pt").write_bytes(b"")
+    argv = [*ARGV, "--target_flops", "0.5", "--basis_init", str(tmp_path / "dense.pt")]
+    run = make_run(tmp_path / "tf", argv=argv, extra=chosen,
+                   basis_counts={"target_compression": None, "target_flops": 0.5, "options": chosen})
+    assert reuse.decide(run, "tool", TREE_NAME, argv).action == reuse.FINISHED
+    with pytest.raises(reuse.Drifted, match="--target_flops 0.4 .saved 0.5."):
+        reuse.decide(run, "tool", TREE_NAME, [*argv, "--target_flops", "0.4"])
 
 
 def test_only_a_tools_own_runs_or_asked_experiment_folders_are_replaced(tmp_path, capsys):
