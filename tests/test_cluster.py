@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from threads import single_thread
 
 from filter_basis.engine import cli_main, run
 from filter_basis.engine.checkpoint import load_checkpoint
@@ -178,12 +179,8 @@ class signal_at_step:
 def reference_one(tmp_path_factory):
     """The uninterrupted one-process run (device batches)."""
     folder = tmp_path_factory.mktemp("ref1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         run(TREE, TREE.parse_args(TINY + ["--dir_save", str(folder), "--save", "whole"]))
-    finally:
-        torch.set_num_threads(threads)
     return outcome(folder / "whole")
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from threads import single_thread
 
 import filter_basis
 from filter_basis.engine import run, trees
@@ -26,13 +27,9 @@ TRAIN = ["--model", "ResNet_Basis", "--depth", "8", "--k_size2", "1", "--basis_s
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``(folder, trainer)`` of a finished 2-epoch ResNet_Basis run of non-default size."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("load_run")
-    try:
+    with single_thread():
         trainer = run(TREE, option.parse_args(TRAIN + ["--dir_save", str(root), "--save", "run"]))
-    finally:
-        torch.set_num_threads(threads)
     return root / "run", trainer
 
 

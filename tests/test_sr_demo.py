@@ -4,26 +4,12 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
-import pytest
 import torch
 
 from super_resolution.data.demo import DemoImages
 from super_resolution.main import main
 from super_resolution.model import build_model
 from super_resolution.option import parse_args
-
-
-@pytest.fixture
-def demo_folder(tmp_path):
-    """Three inputs of different sizes and kinds (RGB png, greyscale png, RGBA png) and a text file."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    iio.imwrite(folder / "a.png", rng.integers(0, 256, (10, 14, 3), dtype=np.uint8))
-    iio.imwrite(folder / "grey.png", rng.integers(0, 256, (9, 7), dtype=np.uint8))
-    iio.imwrite(folder / "alpha.png", rng.integers(0, 256, (8, 8, 4), dtype=np.uint8))
-    (folder / "notes.txt").write_text("not an image")
-    return folder
 
 
 def _demo(tmp_path, folder, *options):

@@ -9,6 +9,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from threads import single_thread
 
 from filter_basis.engine import cli_main, run
 from filter_basis.engine.checkpoint import load_checkpoint
@@ -31,13 +32,9 @@ def _snapshot(folder):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished 2-epoch ResNet_Basis run on Synthetic (tests work on copies)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("trained")
-    try:
+    with single_thread():
         run(TREE, option.parse_args(TRAIN + ["--dir_save", str(root), "--save", "run"]))
-    finally:
-        torch.set_num_threads(threads)
     return root / "run"
 
 
@@ -207,24 +204,10 @@ def sr_run(tmp_path_factory, repo_root):
     (root / "data" / "benchmark" / "Set5").mkdir(parents=True)
     shipped = repo_root / "datasets" / "benchmark" / "Set5" / "HR"
     (root / "data" / "benchmark" / "Set5" / "HR").symlink_to(shipped)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         assert main(SR_TRAIN + ["--dir_data", str(root / "data"), "--dir_save", str(root / "exp"),
                                 "--save", "edsr"]) == 0
-    finally:
-        torch.set_num_threads(threads)
     return root / "exp" / "edsr"
-
-
-@pytest.fixture
-def demo_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    iio.imwrite(folder / "a.png", rng.integers(0, 256, (10, 14, 3), dtype=np.uint8))
-    iio.imwrite(folder / "b.png", rng.integers(0, 256, (9, 7, 3), dtype=np.uint8))
-    return folder
 
 
 def test_demo_with_only_a_runs_weights_file(sr_run, tmp_path, demo_folder, capsys):
@@ -241,7 +224,7 @@ def test_demo_with_only_a_runs_weights_file(sr_run, tmp_path, demo_folder, capsy
     assert main(argv) == 0
     out = run_copy / "eval" / "Demo-best" / "results" / "Demo_x2"
     saved = sorted(out.iterdir())
-    assert [p.name for p in saved] == ["a_SR.png", "b_SR.png"]
+    assert [p.name for p in saved] == ["a_SR.png", "alpha_SR.png", "grey_SR.png"]
     printed = capsys.readouterr().out
     for path in saved:
         assert f"wrote {path}" in printed
