@@ -223,19 +223,31 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def known_names(value: str, known, option: str, what: str, also: str = "") -> list:
+    """The comma-separated names of ``value``, each one of ``known`` (else a one-line OptionError;
+    ``also`` adds to its list of known values)."""
+    names = [n for n in value.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise OptionError(f"{option}: unknown {what} {','.join(unknown) or '(none)'!r}; "
+                          f"known: {', '.join(known)}{also}")
+    return names
+
+
+def check_device(device: str) -> None:
+    """``--device``: cpu, or cuda where a CUDA device is available (else a one-line OptionError)."""
+    if device not in ("cpu", "cuda"):
+        raise OptionError(f"--device {device!r}: use cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu")
+
+
 def _check(args: argparse.Namespace) -> tuple:
     if args.train:
         raise OptionError("--train: the training-step benchmark builds the models through their trees, so it "
                           "is a script now: python scripts/benchmark_train.py (see docs/benchmarks.md)")
-    names = [n for n in args.shapes.split(",") if n]
-    unknown = [n for n in names if n not in SHAPES]
-    if unknown or not names:
-        raise OptionError(f"--shapes: unknown shape {','.join(unknown) or '(none)'!r}; "
-                          f"known: {', '.join(SHAPES)}")
-    if args.device not in ("cpu", "cuda"):
-        raise OptionError(f"--device {args.device!r}: use cpu or cuda")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu")
+    names = known_names(args.shapes, SHAPES, "--shapes", "shape")
+    check_device(args.device)
     for option, value in (("--repeats", args.repeats), ("--batch", args.batch), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise OptionError(f"{option} {value}: must be at least 1")

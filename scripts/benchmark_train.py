@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: the trees are importable from the root
     sys.path.insert(0, str(ROOT))
 
+from filter_basis.benchmark import check_device, known_names  # noqa: E402
 from filter_basis.deploy import fuse  # noqa: E402
 from filter_basis.engine.device import Runtime  # noqa: E402
 from filter_basis.engine.distributed import DistEnv  # noqa: E402
@@ -326,14 +327,8 @@ def parse_args(argv: Optional[list]) -> argparse.Namespace:
 
 def check(opts: argparse.Namespace) -> torch.device:
     if opts.models != "none":
-        unknown = [n for n in opts.models.split(",") if n not in MODELS]
-        if unknown or not opts.models:
-            raise OptionError(f"--models: unknown model {','.join(unknown) or '(none)'!r}; "
-                              f"known: {', '.join(MODELS)} (or 'none')")
-    if opts.device not in ("cpu", "cuda"):
-        raise OptionError(f"--device {opts.device!r}: use cpu or cuda")
-    if opts.device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: no CUDA device is available here; use --device cpu")
+        known_names(opts.models, MODELS, "--models", "model", also=" (or 'none')")
+    check_device(opts.device)
     for option in ("rounds", "steps", "pipeline_batches", "pipeline_rounds", "workers"):
         if getattr(opts, option) < 1:
             raise OptionError(f"--{option} {getattr(opts, option)}: must be at least 1")

@@ -175,10 +175,10 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     init = parser.add_argument_group("starting from a trained dense network")
     init.add_argument("--basis_init", default="",
                       help="state_dict of the dense baseline of --model (ours or the official layout): fit "
-                           "every basis layer to it in closed form and copy every other tensor")
+                           "every basis layer to it (--basis_fit) and copy every other tensor")
     init.add_argument("--target_compression", type=fraction, default=None,
                       help="with --basis_init: choose the filters per basis so that the weights are at most "
-                           "this fraction of the baseline's, keeping the most spectral energy")
+                           "this fraction of the baseline's (chosen by --rank_select)")
     init.add_argument("--bn_batches", type=nonnegative_int, default=10,
                       help="with --basis_init: training batches to re-estimate BatchNorm statistics on "
                            "(0: keep the baseline's)")
