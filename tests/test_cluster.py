@@ -292,15 +292,16 @@ def test_sigterm_to_one_of_two_processes_stops_both_and_they_continue_exactly(re
 
 
 def test_two_torchrun_agents_relaunch_a_killed_worker_and_finish_exactly(repo_root, tmp_path, reference_two):
-    # torchrun --nnodes 2 --max-restarts 3 (scripts/cluster/torchrun_nodes.sh): the worker of rank 1 is
+    # torchrun --nnodes 2 --max-restarts 2 (scripts/cluster/torchrun_nodes.sh): the worker of rank 1 is
     # SIGKILLed in epoch 2; both agents relaunch their workers, which continue from the state saved after
-    # batch 2 (--save_every_steps 2) to the metrics and weights of the uninterrupted two-process run.  (One
-    # restart is needed; the others absorb Gloo connection time-outs of relaunched workers on a machine
-    # loaded far beyond its cores.)
+    # batch 2 (--save_every_steps 2) to the metrics and weights of the uninterrupted two-process run.  One
+    # restart is needed; the relaunched workers must connect at once (with torchrun's shared store they
+    # could read the peers' addresses of the round before and fail to connect until the restarts ran out).
     argv = TINY + ["--dir_save", str(tmp_path), "--save", "run", "--save_every_steps", "2"]
-    codes, errors = two_agents(repo_root, worker(repo_root, tmp_path), [argv, argv], tmp_path, "elastic", 3,
+    codes, errors = two_agents(repo_root, worker(repo_root, tmp_path), [argv, argv], tmp_path, "elastic", 2,
                                FAULT=f"1:{STEPS + 3}:SIGKILL")
     assert codes == [0, 0], errors
+    assert not any("connectFullMesh" in e for e in errors), errors
     assert_same(tmp_path / "run", reference_two)
     log = (tmp_path / "run" / "log.txt").read_text()
     assert log.count(" starting ") == 1 and log.count(" continuing ") == 1
@@ -365,3 +366,28 @@ def test_slurm_script_requeues_a_preempted_job_and_the_requeued_job_finishes(rep
     assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"  # finished: not requeued again
     assert read_run(tmp_path / "run").status == "finished"
     assert_same(tmp_path / "run", reference_one)
+
+
+def test_both_recipes_give_every_rendezvous_round_a_fresh_worker_store(repo_root, tmp_path):
+    # torchrun's default keeps one store server for all rounds: workers relaunched after a failure can
+    # read their peers' Gloo addresses of the round before and fail to connect until the restarts run out.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "torchrun").write_text('#!/usr/bin/env bash\necho "$TORCH_DISABLE_SHARE_RDZV_TCP_STORE $*" '
+                                   '>> "$FAKE_LOG"\n')
+    (fake / "srun").write_text('#!/usr/bin/env bash\nwhile [[ $1 == -* ]]; do shift; done\nexec "$@"\n')
+    (fake / "scontrol").write_text("#!/usr/bin/env bash\necho 127.0.0.1\n")
+    for tool in ("torchrun", "srun", "scontrol"):
+        (fake / tool).chmod(0o755)
+    log = tmp_path / "torchrun.log"
+    env = environment(FAKE_LOG=str(log), NNODES="2", RDZV_ENDPOINT="127.0.0.1:29400", RUN_ID="r",
+                      SLURM_JOB_ID="7", SLURM_NNODES="2", SLURM_JOB_NODELIST="n1", PYTHON=sys.executable)
+    env["PATH"] = str(fake) + os.pathsep + env["PATH"]
+    env.pop("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", None)
+    argv = ["image_classification/main.py", "--dir_save", str(tmp_path), "--save", "run"]
+    for recipe in ("torchrun_nodes.sh", "slurm_train.sh"):
+        subprocess.run(["bash", str(repo_root / "scripts" / "cluster" / recipe), *argv], env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2 and all(line.startswith("1 --nnodes=2 ") for line in lines), lines
+    assert all("--rdzv-backend=c10d" in line and line.endswith("--save run --auto_resume") for line in lines)

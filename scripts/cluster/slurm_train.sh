@@ -44,6 +44,8 @@ nproc="${NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}"
 master="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
 port="${MASTER_PORT:-$((29500 + SLURM_JOB_ID % 1000))}"
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-100}"
+# a fresh worker store every rendezvous round (torchrun_nodes.sh says why)
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE="${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}"
 
 # The notice also reaches this script when the whole job is signalled: note it and keep waiting for the
 # training processes, which save their state and stop.

@@ -22,6 +22,10 @@ fi
 program="$1"
 shift
 [[ "$program" == /* ]] || program="$root/$program"
+# A fresh store for the workers of every rendezvous round: torchrun otherwise keeps one store server for
+# all rounds, and relaunched workers can read their peers' Gloo addresses from the round before
+# ("connectFullMesh ... Connection refused" until the restarts run out; docs/cluster.md).
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE="${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}"
 exec "${TORCHRUN:-torchrun}" --nnodes="${NNODES:?set NNODES}" --nproc_per_node="${NPROC_PER_NODE:-1}" \
     --rdzv-backend=c10d --rdzv-endpoint="${RDZV_ENDPOINT:?set RDZV_ENDPOINT to HOST:PORT of the first node}" \
     --rdzv-id="${RUN_ID:?set RUN_ID}" --max-restarts="${MAX_RESTARTS:-3}" \
