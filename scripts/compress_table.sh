@@ -13,8 +13,12 @@
 #                      FAMILY digits_resnet|digits_vgg|digits_densenet|photos_edsr|photos_srresnet;
 #                      MODEL_OPTIONS comma-separated (e.g. --k_size2,1); BUDGET w0.3 (weights of the whole
 #                      model), b0.3 (weights of the residual blocks; super-resolution) or f0.5 (FLOPs)
-#   FIT_BATCHES=32     calibration batches;  TABLE_ONLY=1: only print the table of runs already made
-#   CLS_EPOCHS, DENSE_EPOCHS_VGG, DENSE_EPOCHS_DENSENET, SR_EPOCHS: the dense baselines' epochs
+#   FIT_BATCHES=N      calibration batches of every row (default per family: Digits ResNet 32, VGG and
+#                      DenseNet 8, EDSR and SRResNet 4: the sensitivity curves cost one pass over them per
+#                      candidate count and basis);  TABLE_ONLY=1: only print the table of runs already made
+#   CLS_EPOCHS (ResNet), VGG_EPOCHS, DENSENET_EPOCHS, SR_EPOCHS: the dense baselines' epochs (8, 4, 3, 3;
+#                      the learning rate falls tenfold for the last epochs: CLS_DECAY step-5-7, step-3,
+#                      step-2, and fivefold for the last SR epoch)
 #   EXTRA="..." SR_EXTRA="..."   more options for every classification / super-resolution run
 #                      (e.g. EXTRA="--n_train 64 --n_test 50" SR_EXTRA="--test_every 2 --data_test Set5")
 #   PYTHON=...         the interpreter (default: the .venv of scripts/env.sh)
@@ -27,7 +31,6 @@ OUT=$(realpath -m "${1:-$root/experiment/compress}")  # a relative OUT is taken 
 PY=$py
 cd "$root"
 TOOL=compress_table
-FIT=${FIT_BATCHES:-32}
 if [ -n "${REDUCED:-}" ]; then  # what a loaded 2-core machine finishes in about half an hour
     CLS_EPOCHS=${CLS_EPOCHS:-2}; CLS_DECAY=${CLS_DECAY:-step-1}; DEPTH=${DEPTH:-8}
     DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.2:weights:energy digits_resnet:--k_size2,1:w0.2:data:energy
@@ -48,8 +51,8 @@ photos_srresnet:--basis_size,32:b0.5:data:energy photos_srresnet:--basis_size,32
 # fitted by data from an SVD start, whose output error the table shows beside the fit's)
 fi
 ROWS=${ROWS:-$DEFAULT_ROWS}
-VGG_EPOCHS=${DENSE_EPOCHS_VGG:-$CLS_EPOCHS}
-DENSENET_EPOCHS=${DENSE_EPOCHS_DENSENET:-$CLS_EPOCHS}
+VGG_EPOCHS=${VGG_EPOCHS:-4}
+DENSENET_EPOCHS=${DENSENET_EPOCHS:-3}
 SR_EPOCHS=${SR_EPOCHS:-3}
 # shellcheck disable=SC2206
 CLS=(--data_train Digits --data_test Digits --batch_size 32 --print_every 1000 --cpu --n_threads 0
@@ -60,17 +63,18 @@ SR=(--scale 2 --data_train Photos --data_test Photos+Set5 --patch_size 64 --batc
 EDSR=(--n_resblocks 8 --n_feats 32 --res_scale 0.1)
 SRRESNET=(--n_resblocks 4 --n_feats 32)
 
-family() {  # FAMILY -> "tree|dense options|basis model|its options"
+family() {  # FAMILY -> "tree|dense options|basis model|its options|calibration batches"
     case $1 in
         digits_resnet) echo "image_classification|--model ResNet --depth $DEPTH --epochs $CLS_EPOCHS \
---decay $CLS_DECAY|ResNet_Basis|--depth $DEPTH" ;;
-        digits_vgg) echo "image_classification|--model VGG --epochs $VGG_EPOCHS --decay $CLS_DECAY|VGG_Basis|" ;;
+--decay $CLS_DECAY|ResNet_Basis|--depth $DEPTH|${FIT_BATCHES:-32}" ;;
+        digits_vgg) echo "image_classification|--model VGG --epochs $VGG_EPOCHS --decay step-$((VGG_EPOCHS - 1))\
+|VGG_Basis||${FIT_BATCHES:-8}" ;;
         digits_densenet) echo "image_classification|--model DenseNet --depth 40 --k 12 --epochs $DENSENET_EPOCHS \
---decay $CLS_DECAY|DenseNet_Basis|--depth 40 --k 12" ;;
+--decay step-$((DENSENET_EPOCHS - 1))|DenseNet_Basis|--depth 40 --k 12|${FIT_BATCHES:-8}" ;;
         photos_edsr) echo "super_resolution|--model EDSR ${EDSR[*]} --epochs $SR_EPOCHS --decay_type \
-step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|EDSR_Basis|${EDSR[*]}" ;;
+step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|EDSR_Basis|${EDSR[*]}|${FIT_BATCHES:-4}" ;;
         photos_srresnet) echo "super_resolution|--model SRResNet ${SRRESNET[*]} --epochs $SR_EPOCHS \
---decay_type step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|SRResNet_Basis|${SRRESNET[*]}" ;;
+--decay_type step_$((SR_EPOCHS - 1)) --lr 1e-3 --gamma 0.2|SRResNet_Basis|${SRRESNET[*]}|${FIT_BATCHES:-4}" ;;
         *) echo "error: unknown family $1 (digits_resnet, digits_vgg, digits_densenet, photos_edsr," \
                 "photos_srresnet)" >&2; exit 2 ;;
     esac
@@ -83,7 +87,7 @@ decision() {  # decision TREE NAME OPTIONS...: start, continue or finished (refu
 }
 dense() {  # dense FAMILY: train (or continue) its dense baseline until finished
     local tree dense_opts action
-    IFS='|' read -r tree dense_opts _ _ <<< "$(family "$1")"
+    IFS='|' read -r tree dense_opts _ _ _ <<< "$(family "$1")"
     # shellcheck disable=SC2046,SC2086
     action=$(decision "$tree" "$1_dense" $(common "$tree") $dense_opts)
     [ "$action" = finished ] && return
@@ -106,7 +110,7 @@ PYEOF
 for row in $ROWS; do
     [ -z "${TABLE_ONLY:-}" ] || break
     IFS=: read -r fam opts budget fit select tune <<< "$row"
-    IFS='|' read -r tree _ model model_opts <<< "$(family "$fam")"
+    IFS='|' read -r tree _ model model_opts fit_batches <<< "$(family "$fam")"
     dense "$fam"
     checkpoint="$OUT/${fam}_dense/model/model_latest.pt"
     case ${budget:0:1} in
@@ -125,7 +129,7 @@ for row in $ROWS; do
     name="${fam}_${model}${opts//[-,]/_}_${budget}_${fit}_${select}"
     # shellcheck disable=SC2046,SC2086
     options=($(common "$tree") --model "$model" $model_opts ${opts//,/ } "${target[@]}" --basis_fit "$fit"
-             --rank_select "$select" --fit_batches "$FIT" --basis_init "$checkpoint" "${run[@]}")
+             --rank_select "$select" --fit_batches "$fit_batches" --basis_init "$checkpoint" "${run[@]}")
     action=$(decision "$tree" "$name" "${options[@]}")
     [ "$action" = finished ] && { echo "$name: done with these options, used as it is"; continue; }
     resume=()
