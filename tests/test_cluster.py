@@ -8,6 +8,7 @@ Every subprocess is bounded by a timeout (a hang fails the test); faults are inj
 wrapper of main.py, so every run is deterministic.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -100,9 +101,27 @@ def finish(processes, logs, timeout=TIMEOUT) -> list:
     finally:
         for process in processes:
             if process.poll() is None:
+                for pid in descendants(process.pid):  # torchrun's workers run in sessions of their own
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
     return [process.returncode for process in processes]
+
+
+def descendants(pid: int) -> list:
+    """The processes started by ``pid``, their children, and so on (Linux /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def start(command, log, env) -> subprocess.Popen:
