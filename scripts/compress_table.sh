@@ -4,7 +4,7 @@
 # fit and energy or sensitivity rank selection, and prints one Markdown table: model, budget, fit,
 # selection, weights % and FLOPs % of the dense model (for super-resolution also the residual blocks'
 # weights %, the paper's count), the metric right after the fit (epoch 0, BatchNorm re-estimated) and
-# after 1 epoch of fine-tuning (rows marked for it).
+# after 1 epoch of fine-tuning (rows marked for it; --lr 0.001 for Digits, 2e-4 for Photos).
 #
 #   scripts/compress_table.sh [OUT]   (experiment folders under OUT, default experiment/compress)
 #   REDUCED=1 ...      the reduced table: Digits ResNet-8 only (DEPTH=8), dense model trained for 2 epochs,
@@ -121,7 +121,8 @@ for row in $ROWS; do
         *) echo "error: budget $budget: w<R> (weights), b<R> (block weights) or f<R> (FLOPs)" >&2; exit 2 ;;
     esac
     if [ "$tune" = tune ]; then
-        lr=$([ "$tree" = image_classification ] && echo 0.01 || echo 1e-4)
+        # the learning rate the dense ResNet and EDSR end with
+        lr=$([ "$tree" = image_classification ] && echo 0.001 || echo 2e-4)
         run=(--epochs 1 --lr "$lr")
     else
         run=(--test_only)
