@@ -40,13 +40,13 @@ else
     DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.3:weights:energy digits_resnet:--k_size2,1:w0.3:data:energy
 digits_resnet:--k_size2,1:w0.3:data:sensitivity digits_resnet:--k_size2,1:w0.15:weights:energy:tune
 digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune digits_resnet:--k_size2,1:f0.5:data:sensitivity
-digits_resnet:--k_size2,3:w0.5:data:energy digits_resnet:--k_size2,3:w0.5:data:sensitivity
-digits_vgg::w0.3:data:energy digits_vgg::w0.3:data:sensitivity:tune
-digits_densenet:--n_basis,16:w0.8:data:energy digits_densenet:--n_basis,16:w0.8:data:sensitivity
 photos_edsr:--basis_size,32:b0.3:weights:energy photos_edsr:--basis_size,32:b0.3:data:energy
 photos_edsr:--basis_size,32:b0.3:data:sensitivity photos_edsr:--basis_size,32:b0.15:weights:energy:tune
 photos_edsr:--basis_size,32:b0.15:data:sensitivity:tune photos_edsr:--basis_size,32:f0.5:data:sensitivity
-photos_srresnet:--basis_size,32:b0.5:data:energy photos_srresnet:--basis_size,32:b0.5:data:sensitivity"
+digits_resnet:--k_size2,3:w0.5:data:energy digits_resnet:--k_size2,3:w0.5:data:sensitivity
+photos_srresnet:--basis_size,32:b0.5:data:energy photos_srresnet:--basis_size,32:b0.5:data:sensitivity
+digits_vgg::w0.3:data:energy digits_vgg::w0.3:data:sensitivity:tune
+digits_densenet:--n_basis,16:w0.8:data:energy digits_densenet:--n_basis,16:w0.8:data:sensitivity"
 # (--basis_fit weights exists for the linear families only: ResNet --k_size2 1 and EDSR; the others are
 # fitted by data from an SVD start, whose output error the table shows beside the fit's)
 fi
