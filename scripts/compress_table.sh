@@ -85,8 +85,11 @@ decision() {  # decision TREE NAME OPTIONS...: start, continue or finished (refu
     shift 2
     "$PY" -m filter_basis.reuse "$TOOL" "$tree" "$OUT/$name" -- "$@" --save "$name"
 }
-dense() {  # dense FAMILY: train (or continue) its dense baseline until finished
+declare -A DENSE_DONE=()
+dense() {  # dense FAMILY: train (or continue) its dense baseline until finished (checked once per call)
     local tree dense_opts action
+    [ -n "${DENSE_DONE[$1]:-}" ] && return
+    DENSE_DONE[$1]=1
     IFS='|' read -r tree dense_opts _ _ _ <<< "$(family "$1")"
     # shellcheck disable=SC2046,SC2086
     action=$(decision "$tree" "$1_dense" $(common "$tree") $dense_opts)
