@@ -16,9 +16,9 @@
 #   FIT_BATCHES=N      calibration batches of every row (default per family: Digits ResNet 32, VGG and
 #                      DenseNet 8, EDSR and SRResNet 4: the sensitivity curves cost one pass over them per
 #                      candidate count and basis);  TABLE_ONLY=1: only print the table of runs already made
-#   CLS_EPOCHS (ResNet), VGG_EPOCHS, DENSENET_EPOCHS, SR_EPOCHS: the dense baselines' epochs (8, 4, 3, 3;
-#                      the learning rate falls tenfold for the last epochs: CLS_DECAY step-5-7, step-3,
-#                      step-2, and fivefold for the last SR epoch)
+#   CLS_EPOCHS (ResNet), VGG_EPOCHS, DENSENET_EPOCHS, SR_EPOCHS: the dense baselines' epochs (8, 3, 3, 3;
+#                      the learning rate falls tenfold for the last epochs: CLS_DECAY step-5-7, step-2
+#                      from 0.01 for VGG, step-2, and fivefold for the last SR epoch)
 #   EXTRA="..." SR_EXTRA="..."   more options for every classification / super-resolution run
 #                      (e.g. EXTRA="--n_train 64 --n_test 50" SR_EXTRA="--test_every 2 --data_test Set5")
 #   PYTHON=...         the interpreter (default: the .venv of scripts/env.sh)
@@ -51,7 +51,7 @@ digits_densenet:--n_basis,16:w0.8:data:energy digits_densenet:--n_basis,16:w0.8:
 # fitted by data from an SVD start, whose output error the table shows beside the fit's)
 fi
 ROWS=${ROWS:-$DEFAULT_ROWS}
-VGG_EPOCHS=${VGG_EPOCHS:-4}
+VGG_EPOCHS=${VGG_EPOCHS:-3}
 DENSENET_EPOCHS=${DENSENET_EPOCHS:-3}
 SR_EPOCHS=${SR_EPOCHS:-3}
 # shellcheck disable=SC2206
@@ -67,8 +67,8 @@ family() {  # FAMILY -> "tree|dense options|basis model|its options|calibration 
     case $1 in
         digits_resnet) echo "image_classification|--model ResNet --depth $DEPTH --epochs $CLS_EPOCHS \
 --decay $CLS_DECAY|ResNet_Basis|--depth $DEPTH|${FIT_BATCHES:-32}" ;;
-        digits_vgg) echo "image_classification|--model VGG --epochs $VGG_EPOCHS --decay step-$((VGG_EPOCHS - 1))\
-|VGG_Basis||${FIT_BATCHES:-8}" ;;
+        digits_vgg) echo "image_classification|--model VGG --epochs $VGG_EPOCHS --decay step-$((VGG_EPOCHS - 1)) \
+--lr 0.01|VGG_Basis||${FIT_BATCHES:-8}" ;;  # (no BatchNorm, as the official baseline: lr 0.1 does not train)
         digits_densenet) echo "image_classification|--model DenseNet --depth 40 --k 12 --epochs $DENSENET_EPOCHS \
 --decay step-$((DENSENET_EPOCHS - 1))|DenseNet_Basis|--depth 40 --k 12|${FIT_BATCHES:-8}" ;;
         photos_edsr) echo "super_resolution|--model EDSR ${EDSR[*]} --epochs $SR_EPOCHS --decay_type \
