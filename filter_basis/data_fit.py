@@ -44,6 +44,7 @@ Forward = Callable[[nn.Module, torch.Tensor], object]
 NORMS = nn.modules.batchnorm._BatchNorm
 SHIFT = 3.0  # inner BatchNorm outputs are moved this many standard deviations up, past the ReLU's knee
 STEPS = 100  # default Adam steps per non-linear unit
+CACHE_BYTES = 1 << 30  # dense-model outputs captured ahead of the units that fit them, at most
 LR = 1e-3
 
 
@@ -515,12 +516,60 @@ class _Fitter:
         )
         self.internal = _internal_acts(model)
         self.frozen_acts: set = set()
+        self.targets: Dict[int, list] = {}
+        self.teachers: List[nn.Module] = []  # the baseline modules whose outputs the units fit, in order
+
+    def plan(self, units: Sequence[Unit]) -> None:
+        for unit in units:
+            if unit.kind in ("linear", "layer"):
+                self.teachers.append(unit.dense)
+            elif unit.kind == "block":
+                self.teachers.append(self.baseline.get_submodule(unit.path))
 
     def inputs(self, module: nn.Module) -> list:
         return [_capture(self.model, module, x, self.forward, output=False) for x in self.batches]
 
     def dense_outputs(self, module: nn.Module) -> list:
-        return [_capture(self.baseline, module, x, self.forward, output=True) for x in self.batches]
+        """The outputs of the baseline's ``module`` on every batch.  One partial pass over the batches
+        captures them for this module and the modules of the next units too (up to ``CACHE_BYTES``), so
+        a deep network is not run from its start once per unit."""
+        if id(module) not in self.targets:
+            self._fill_targets(module)
+        return self.targets.pop(id(module))
+
+    @torch.no_grad()
+    def _fill_targets(self, first: nn.Module) -> None:
+        ahead = self.teachers[self.teachers.index(first) :] if first in self.teachers else [first]
+        per_batch = CACHE_BYTES / len(self.batches)
+        found: List[dict] = []
+        for x in self.batches:
+            box: dict = {}
+            used = [0]
+
+            def post(module, args, out):
+                if id(module) in box:
+                    return
+                if box and used[0] + out.numel() * out.element_size() > per_batch:
+                    raise _Stop
+                box[id(module)] = out.detach()
+                used[0] += out.numel() * out.element_size()
+                if len(box) == len(ahead):
+                    raise _Stop
+
+            handles = [m.register_forward_hook(post) for m in ahead]
+            try:
+                self.forward(self.baseline, x)
+            except _Stop:
+                pass
+            finally:
+                for h in handles:
+                    h.remove()
+            if id(first) not in box:
+                raise ValueError(f"{type(first).__name__} was not called by the forward pass")
+            found.append(box)
+        for m in ahead:  # kept where every batch has it (a smaller last batch may reach further)
+            if all(id(m) in box for box in found):
+                self.targets[id(m)] = [box[id(m)] for box in found]
 
     @torch.no_grad()
     def norm(self, unit: Unit) -> UnitFit:
@@ -817,9 +866,13 @@ def fit_by_data(
     from .init_from_dense import basis_groups
 
     groups = basis_groups(model)
-    with_conv = {p: c for p, c in convs.items() if c is not None}
-    covs = split_covariances(
-        baseline, with_conv, {p: layers[p].basis_size for p in with_conv}, batches, forward
+    sliced_groups = {p for g in groups if any(layers[q].slices_basis for q in g.layers) for p in g.layers}
+    # (a sliced basis is fitted to the zero-padded filters alone: no input statistics to gather for it)
+    with_conv = {p: c for p, c in convs.items() if c is not None and p not in sliced_groups}
+    covs = (
+        split_covariances(baseline, with_conv, {p: layers[p].basis_size for p in with_conv}, batches, forward)
+        if with_conv
+        else {}
     )
     bases, shared = [], set()
     with torch.no_grad():
@@ -865,6 +918,7 @@ def fit_by_data(
                     _svd_start(layers[p], convs[p], shared_basis=True)
     # 2. the units in network order, on the inputs the fitted earlier units produce
     fitter = _Fitter(model, baseline, batches, forward, STEPS if steps is None else steps)
+    fitter.plan(units)
     fits = []
     for unit in units:
         if unit.kind == "norm":

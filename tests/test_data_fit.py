@@ -307,3 +307,26 @@ def test_compress_a_torchvision_resnet18_to_a_flop_budget():
     assert not any(isinstance(m, convert.BasisConv2d) for m in net.modules())  # the given model is untouched
     with torch.no_grad():
         assert torch.isfinite(small(data[0][0])).all()
+
+
+def test_dense_targets_are_captured_ahead_in_few_passes(monkeypatch, few_steps):
+    """The baseline's outputs for many units come from one partial pass over the batches (not one pass per
+    unit), a sliced basis gathers no input statistics, and a small cache gives the same fit."""
+    common = ["--depth", "16", "--k", "4", "--data_train", "Synthetic"]
+    extra = ["--n_basis", "16", "--transition_group", "2"]
+    batches = _batches((3, 32, 32), n=3)
+    results, default = {}, data_fit.CACHE_BYTES
+    for cache in (default, 1):
+        monkeypatch.setattr(data_fit, "CACHE_BYTES", cache)
+        baseline, compressed = _pair(cls_option, cls_model, common, "DenseNet", "DenseNet_Basis", extra)
+        calls = []
+        baseline.register_forward_pre_hook(lambda *_: calls.append(1))
+        report = data_fit.fit_by_data(compressed, baseline, batches)
+        results[cache] = (len(calls), [u.error_fit for u in report.units], compressed.state_dict())
+    fitted_units = len(results[1][1])
+    assert fitted_units >= 10
+    assert results[default][0] == len(batches)  # every target in one pass; no statistics pass
+    assert results[1][0] >= fitted_units * len(batches)  # one unit a pass
+    assert results[1][1] == pytest.approx(results[default][1], rel=1e-5)
+    for key, value in results[1][2].items():
+        assert torch.allclose(value.float(), results[default][2][key].float(), atol=1e-5), key
