@@ -33,12 +33,17 @@ def test_the_table_runs_every_kind_of_row_reuses_them_and_refuses_foreign_folder
     for name in ("digits_resnet_dense", "photos_edsr_dense", ROW_FOLDER):
         assert json.loads((out / name / "run.json").read_text())["made_by"] == "compress_table"
 
-    # a second call: every run is used as it is, nothing trained again, the same table
+    # a second call, two families at once (JOBS=2): every run is used as it is, nothing trained again, each
+    # family's output in its own log, the same table
     tuned = out / "digits_resnet_ResNet_Basis__k_size2_1_f0.8_data_sensitivity" / "results.json"
     results = tuned.read_text()
-    again = subprocess.run(["bash", script, str(out)], env=env, capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done with these options, used as it is") == 3
+    again = subprocess.run(["bash", script, str(out)], env={**env, "JOBS": "2"}, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    logs = {fam: (out / f"compress_table_{fam}.log").read_text() for fam in ("digits_resnet", "photos_edsr")}
+    assert logs["digits_resnet"].count("done with these options, used as it is") == 2
+    assert logs["photos_edsr"].count("done with these options, used as it is") == 1
+    assert again.stdout.count(", exit 0") == 2
     assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == table
     assert tuned.read_text() == results
 
@@ -51,4 +56,11 @@ def test_the_table_runs_every_kind_of_row_reuses_them_and_refuses_foreign_folder
                              text=True, timeout=900)
     assert refused.returncode == 2
     assert refused.stderr.splitlines()[-1].startswith(f"error: {foreign} is not an experiment folder")
+    assert sorted(p.name for p in foreign.iterdir()) == ["precious.txt"]
+    # the same with JOBS=2: the family stops, the script exits 2 with the family's last line
+    parallel = subprocess.run(["bash", script, str(out)], env={**env, "ROWS": f"{row} {ROWS.split()[-1]}",
+                              "JOBS": "2"}, capture_output=True, text=True, timeout=900)
+    assert parallel.returncode == 2, parallel.stdout[-2000:] + parallel.stderr[-2000:]
+    assert parallel.stderr.splitlines()[-1].startswith(f"error: {foreign} is not an experiment folder")
+    assert "photos_edsr: finished" in parallel.stdout and ", exit 0" in parallel.stdout
     assert sorted(p.name for p in foreign.iterdir()) == ["precious.txt"]
