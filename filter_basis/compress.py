@@ -63,7 +63,7 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
              input_size: Optional[Sequence[int]] = None, rank_select_by: str = "sensitivity",
              fit_batches: int = 32, bn_batches: Optional[int] = None, include=None, exclude=None,
              kernel_sizes=None, min_channels: int = 1, share=False, steps: Optional[int] = None,
-             forward: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> tuple:
+             rounds: int = 0, forward: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> tuple:
     """Compress a trained dense ``model`` to a budget; returns ``(compressed model, CompressionReport)``.
 
     Args:
@@ -80,6 +80,8 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
         include, exclude, kernel_sizes, min_channels, share: which convolutions become basis layers
             and which share a basis, as for :func:`~filter_basis.convert.basisify`.
         steps: Adam steps per non-linear unit of the data fit (default :data:`data_fit.STEPS`).
+        rounds: alternating refinement rounds of the linear layers' bases and projections after the fit
+            (``--fit_rounds``; 0: none).
         forward: ``forward(model, x)`` when the model is not called as ``model(x)``.
 
     Raises:
@@ -133,7 +135,7 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
                                {g.name: g.layers for g in groups},
                                dict(zip(budget.names, (int(v) for v in budget.spent(counts)))), wholes,
                                curves)
-    report.fit = data_fit.fit_by_data(result, dense, batches, call, steps)
+    report.fit = data_fit.fit_by_data(result, dense, batches, call, steps, rounds)
     has_norms = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in result.modules())
     if has_norms and not report.fit.exact:
         chosen = batches if bn_batches is None else batches[:bn_batches]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
@@ -374,6 +374,9 @@ class DataFitReport:
     bases: List[dict]
     copied: int
     batches: int
+    # --fit_rounds: per round, the mean relative output error of the linear layers before the round and
+    # after its basis steps and projection refit ({"round", "before", "after", "steps"})
+    rounds: List[dict] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -386,6 +389,7 @@ class DataFitReport:
             "copied_tensors": self.copied,
             "bases": self.bases,
             "units": [vars(u) for u in self.units],
+            "rounds": self.rounds,
         }
 
     def lines(self) -> List[str]:
@@ -400,6 +404,11 @@ class DataFitReport:
             f"    {u.path} [{u.kind}]: {u.error_start:.4f} -> {u.error_fit:.4f}"
             + (f" ({u.steps} Adam steps)" if u.steps else "")
             for u in self.units
+        ]
+        out += [
+            f"  refinement round {r['round']}: mean linear output error {r['before']:.4f} -> {r['after']:.4f}"
+            f" ({r['steps']} Adam steps on the bases, projections refitted)"
+            for r in self.rounds
         ]
         return out
 
@@ -744,6 +753,64 @@ class _Fitter:
             count += diff.shape[0] * diff.shape[2] * diff.shape[3]
         layer.projection.bias.add_((num / count).to(layer.projection.bias))
 
+    def refine(self, units: Sequence[Unit], groups, round_no: int) -> Optional[dict]:
+        """One round of alternating refinement of the linear layers: each basis whose layers are all
+        linear takes Adam steps on the summed output error of its layers (inputs from the current model,
+        projections fixed; kept only if that error falls), then every linear layer's projection is refitted
+        by least squares in network order.  Returns the round's record (None: nothing to refine)."""
+        linear = {u.path: u for u in units if u.kind == "linear"}
+        if not linear:
+            return None
+        before = self._linear_error(linear.values())
+        steps = 0
+        for group in groups:
+            members = [p for p in group.layers if p in linear]
+            if not members or len(members) != len(group.layers) or self.steps <= 0:
+                continue
+            layers = [self.model.get_submodule(p) for p in members]
+            with torch.no_grad():
+                inputs = [self.inputs(layer) for layer in layers]
+                targets = [self.dense_outputs(linear[p].dense) for p in members]
+                start = self._group_error(layers, inputs, targets)
+                snapshot = group.basis.weight.detach().clone()
+            opt = torch.optim.Adam([group.basis.weight], lr=LR)
+            with torch.enable_grad():
+                for step in range(self.steps):
+                    i = step % len(self.batches)
+                    loss = sum(
+                        (layer(x[i]) - t[i]).square().mean() / t[i].square().mean().clamp_min(1e-12)
+                        for layer, x, t in zip(layers, inputs, targets)
+                    ) / len(layers)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+            steps += self.steps
+            with torch.no_grad():
+                if self._group_error(layers, inputs, targets) > start:
+                    group.basis.weight.copy_(snapshot)
+        errors = {}
+        for unit in units:  # projections on the inputs the refined bases now produce, in network order
+            if unit.kind == "linear":
+                errors[unit.path] = self.linear(unit).error_fit
+        return {"round": round_no, "before": before, "after": sum(errors.values()) / len(errors),
+                "steps": steps, "errors": errors}
+
+    @torch.no_grad()
+    def _group_error(self, layers, inputs, targets) -> float:
+        """The summed squared relative output error of ``layers`` on their captured inputs."""
+        return sum(
+            _relative([layer(x) for x in xs], ts) ** 2 for layer, xs, ts in zip(layers, inputs, targets)
+        )
+
+    @torch.no_grad()
+    def _linear_error(self, units) -> float:
+        """The mean relative output error of the linear ``units`` on the inputs the model gives them now."""
+        errors = []
+        for unit in units:
+            layer = self.model.get_submodule(unit.path)
+            errors.append(_relative([layer(x) for x in self.inputs(layer)], self.dense_outputs(unit.dense)))
+        return sum(errors) / len(errors)
+
     def block(self, unit: Unit, shared: set) -> UnitFit:
         block = self.model.get_submodule(unit.path)
         teacher = self.baseline.get_submodule(unit.path)
@@ -847,9 +914,14 @@ def fit_by_data(
     batches: Sequence[torch.Tensor],
     forward: Forward = _call,
     steps: Optional[int] = None,
+    rounds: int = 0,
 ) -> DataFitReport:
     """Fit every part of ``model`` to the activations of ``baseline`` on ``batches`` (in place; both in
     eval mode while fitting, ``model`` left in eval mode).  Raises ValueError naming what cannot be fitted.
+
+    ``rounds`` > 0 then alternates the bases and projections of the linear layers that many times
+    (:meth:`_Fitter.refine`): a basis shared by layers whose inputs differ, or fitted to pooled
+    statistics, has no closed form; the projections do.
     """
     batches = list(batches)
     if not batches:
@@ -929,5 +1001,13 @@ def fit_by_data(
             fits.append(fitter.layer(unit, shared_basis=id(layers[unit.path].basis) in shared))
         else:
             fits.append(fitter.block(unit, shared))
+    refined = []
+    for round_no in range(1, rounds + 1):
+        record = fitter.refine(units, groups, round_no)
+        if record is None:
+            break
+        refined.append(record)
+        errors = record.pop("errors")
+        fits = [replace(f, error_fit=errors[f.path]) if f.path in errors else f for f in fits]
     model.eval()
-    return DataFitReport(fits, bases, len(copied), len(batches))
+    return DataFitReport(fits, bases, len(copied), len(batches), refined)

@@ -330,3 +330,45 @@ def test_dense_targets_are_captured_ahead_in_few_passes(monkeypatch, few_steps):
     assert results[1][1] == pytest.approx(results[default][1], rel=1e-5)
     for key, value in results[1][2].items():
         assert torch.allclose(value.float(), results[default][2][key].float(), atol=1e-5), key
+
+
+def test_alternating_refinement_lowers_the_error_of_a_shared_basis(few_steps):
+    """A basis shared by all layers of a stage (ResNet_Basis --k_size2 1) at a low rank: rounds of basis
+    steps and projection refits lower the linear layers' output error and the model's; at full rank the
+    refined model stays exact."""
+    common = RESNET + ["--k_size2", "1"]
+    low = ["--n_basis1", "6", "--n_basis2", "6", "--n_basis3", "6"]
+    x = _batches((3, 32, 32), 1, seed=9)[0]
+    errors = {}
+    for rounds in (0, 2):
+        baseline, compressed = _pair(cls_option, cls_model, common, "ResNet", "ResNet_Basis", low)
+        report = data_fit.fit_by_data(compressed, baseline, _batches((3, 32, 32)), rounds=rounds)
+        with torch.no_grad():
+            errors[rounds] = _relative(compressed(x), baseline(x))
+        assert len(report.rounds) == rounds
+    first, last = report.rounds[0], report.rounds[-1]
+    assert last["after"] < 0.97 * first["before"] and first["steps"] > 0
+    linear = [u.error_fit for u in report.units if u.kind == "linear"]
+    assert sum(linear) / len(linear) == pytest.approx(last["after"])
+    assert "refinement round 2" in "\n".join(report.lines())
+    assert errors[2] < errors[0]
+    baseline, compressed = _pair(cls_option, cls_model, common, "ResNet", "ResNet_Basis", FULL)
+    report = data_fit.fit_by_data(compressed, baseline, _batches((3, 32, 32)), rounds=1)
+    with torch.no_grad():
+        assert _relative(compressed(x), baseline(x)) < 1e-4 and report.exact
+
+
+def test_fit_rounds_from_the_command_line(tmp_path, few_steps):
+    """--fit_rounds 2: two refinement rounds in the log and basis_init.json; a starting-point option, so
+    --load with another value continues the run."""
+    _dense_resnet(tmp_path / "dense.pt")
+    argv = RESNET + CLS_RUN + ["--model", "ResNet_Basis", "--k_size2", "1", "--n_basis1", "4", "--basis_init",
+                               str(tmp_path / "dense.pt"), "--dir_save", str(tmp_path)]
+    run(CLS_TREE, cls_option.parse_args(argv + ["--save", "rounds", "--fit_rounds", "2", "--test_only"]))
+    folder = tmp_path / "rounds"
+    record = json.loads((folder / "basis_init.json").read_text())
+    assert [r["round"] for r in record["rounds"]] == [1, 2]
+    assert all(r["after"] <= r["before"] + 1e-9 for r in record["rounds"])
+    assert "refinement round 2: mean linear output error" in (folder / "log.txt").read_text()
+    trainer = run(CLS_TREE, cls_option.parse_args(argv + ["--load", "rounds", "--epochs", "1"]))
+    assert trainer.epoch == 1

@@ -223,7 +223,8 @@ class DenseInit:
         batches = self.calibration(loader_factory, runtime)
         baseline = self.baseline.to(runtime.device)
         try:
-            self.report = data_fit.fit_by_data(model, baseline, batches)
+            self.report = data_fit.fit_by_data(model, baseline, batches,
+                                               rounds=getattr(self.args, "fit_rounds", 0) or 0)
         except ValueError as error:
             raise OptionError(f"--basis_init: {error}") from None
         finally:

@@ -42,7 +42,7 @@ INVOCATION_OPTIONS = (
     "dir_data", "dir_save", "cpu", "n_GPUs", "n_threads", "precision", "amp", "channels_last", "compile",
     "debug", "basis_form", "print_every", "save_every_steps", "tensorboard",
     "basis_init", "target_compression", "bn_batches", "basis_fit", "fit_batches", "rank_select",
-    "target_flops",
+    "target_flops", "fit_rounds",
 )
 
 # Options that change the model's state_dict or its forward pass (the tree's Tree.model_options add its

@@ -182,13 +182,16 @@ def add_common_options(parser: OptionParser, tree_defaults: dict) -> None:
     init.add_argument("--bn_batches", type=nonnegative_int, default=10,
                       help="with --basis_init: training batches to re-estimate BatchNorm statistics on "
                            "(0: keep the baseline's)")
-    # --basis_fit, --fit_batches, --rank_select, --target_flops: see docs/compressing.md
+    # --basis_fit, --fit_batches, --fit_rounds, --rank_select, --target_flops: see docs/compressing.md
     init.add_argument("--basis_fit", choices=("data", "weights"), default="data",
                       help="with --basis_init: fit what the dense layers compute on --fit_batches training "
                            "batches (data), or their filters in closed form (weights: linear layers only)")
     init.add_argument("--fit_batches", type=positive_int, default=32,
                       help="with --basis_init: training batches the data fit and --rank_select sensitivity "
                            "calibrate on")
+    init.add_argument("--fit_rounds", type=nonnegative_int, default=0,
+                      help="with --basis_fit data: then alternate Adam steps on the linear layers' bases "
+                           "and least-squares refits of their projections this many times (0: none)")
     init.add_argument("--rank_select", choices=("sensitivity", "energy"), default="sensitivity",
                       help="with a target: choose the filters per basis by measured calibration loss "
                            "(sensitivity) or by spectral energy per weight (energy)")

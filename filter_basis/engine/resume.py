@@ -31,7 +31,7 @@ RESUME_MAY_CHANGE = (
     "basis_init", "bn_batches",  # a starting point, replaced by the saved state like the pretrained weights
     "target_compression",  # how the filter counts were chosen: the counts themselves are compared
     "auto_resume", "made_by",  # how this invocation was started
-    "basis_fit", "fit_batches", "rank_select", "target_flops",  # how that starting point was fitted
+    "basis_fit", "fit_batches", "fit_rounds", "rank_select", "target_flops",  # how it was fitted
     "init",  # the initial weights' scheme: replaced by the saved state too
 )
 # What only a test run may change: the sets it evaluates on (training on must rank every epoch on one set).
