@@ -42,10 +42,12 @@ else
     CLS_EPOCHS=${CLS_EPOCHS:-8}; CLS_DECAY=${CLS_DECAY:-step-5-7}; DEPTH=${DEPTH:-20}
     DEFAULT_ROWS="digits_resnet:--k_size2,1:w0.3:weights:energy digits_resnet:--k_size2,1:w0.3:data:energy
 digits_resnet:--k_size2,1:w0.3:data:sensitivity digits_resnet:--k_size2,1:w0.15:weights:energy:tune
-digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune digits_resnet:--k_size2,1:f0.5:data:sensitivity
+digits_resnet:--k_size2,1:w0.15:data:sensitivity:tune digits_resnet:--k_size2,1,--fit_rounds,2:w0.15:data:sensitivity
+digits_resnet:--k_size2,1:f0.5:data:sensitivity
 photos_edsr:--basis_size,32:b0.3:weights:energy photos_edsr:--basis_size,32:b0.3:data:energy
 photos_edsr:--basis_size,32:b0.3:data:sensitivity photos_edsr:--basis_size,32:b0.15:weights:energy:tune
-photos_edsr:--basis_size,32:b0.15:data:sensitivity:tune photos_edsr:--basis_size,32:f0.5:data:sensitivity
+photos_edsr:--basis_size,32:b0.15:data:sensitivity:tune photos_edsr:--basis_size,32,--fit_rounds,2:b0.15:data:sensitivity
+photos_edsr:--basis_size,32:f0.5:data:sensitivity
 digits_resnet:--k_size2,3:w0.5:data:energy digits_resnet:--k_size2,3:w0.5:data:sensitivity
 photos_srresnet:--basis_size,32:b0.5:data:energy photos_srresnet:--basis_size,32:b0.5:data:sensitivity
 digits_vgg::w0.3:data:energy digits_vgg::w0.3:data:sensitivity:tune
