@@ -852,12 +852,19 @@ class _Fitter:
                 if norm.affine:
                     norm.weight.fill_(1.0)
                     norm.bias.zero_()
+            if hasattr(block, "fit_start"):  # a block that knows a closed-form start from its dense module
+                block.fit_start(teacher, inputs)
+                done |= {id(m) for m in block.modules() if isinstance(m, NORMS)}
             momenta = [(m, m.momentum) for m in block.modules() if isinstance(m, NORMS) and id(m) not in done]
             for m, _ in momenta:
                 m.momentum = None
-            block.train()
-            for x in inputs:
-                block(x)
+            if momenta:  # statistics of the norms nothing set, from the data (the set ones stay as they are)
+                block.train()
+                for m in block.modules():
+                    if isinstance(m, NORMS) and id(m) in done:
+                        m.eval()
+                for x in inputs:
+                    block(x)
             for m, momentum in momenta:
                 m.momentum = momentum
             block.eval()

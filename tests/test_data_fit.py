@@ -372,3 +372,22 @@ def test_fit_rounds_from_the_command_line(tmp_path, few_steps):
     assert "refinement round 2: mean linear output error" in (folder / "log.txt").read_text()
     trainer = run(CLS_TREE, cls_option.parse_args(argv + ["--load", "rounds", "--epochs", "1"]))
     assert trainer.epoch == 1
+
+
+def test_densenet_transitions_start_from_reduced_rank_least_squares(monkeypatch, few_steps):
+    """DenseNet_Basis' residual transitions (BN -> ReLU -> 1x1 -> 1x1, plus the input) start from the
+    dense transition by reduced-rank least squares (ResidualTransition.fit_start), far below the start
+    without it."""
+    from image_classification.model.densenet import ResidualTransition
+
+    common = ["--depth", "16", "--k", "4", "--data_train", "Synthetic"]
+    extra = ["--n_basis", "16", "--transition_group", "2"]
+    starts = {}
+    for closed_form in (True, False):
+        if not closed_form:
+            monkeypatch.delattr(ResidualTransition, "fit_start")
+        baseline, compressed = _pair(cls_option, cls_model, common, "DenseNet", "DenseNet_Basis", extra)
+        report = data_fit.fit_by_data(compressed, baseline, _batches((3, 32, 32), n=2, batch=4))
+        starts[closed_form] = [u.error_start for u in report.units if u.kind == "block"]
+    assert len(starts[True]) == 2
+    assert all(a < 0.5 * b for a, b in zip(starts[True], starts[False])), starts

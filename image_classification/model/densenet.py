@@ -67,6 +67,35 @@ class ResidualTransition(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(x) + x)
 
+    @torch.no_grad()
+    def fit_start(self, teacher: nn.Module, inputs: list) -> None:
+        """The data fit's start (``filter_basis.data_fit``): make ``body(x) + x`` reproduce the dense
+        transition ``teacher`` (BN -> ReLU -> conv 1x1 -> avg-pool) on ``inputs`` before pooling.  With the
+        dense BatchNorm, ``body(x) = V U r`` for ``r = relu(bn(x))``: the best rank-``C/g`` map from ``r``
+        to ``W r - x`` is the reduced-rank least-squares solution (the unconstrained one, projected on
+        the top principal directions of its fitted values)."""
+        norm, _, down, up = self.body
+        dense = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
+        norms = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+        if len(dense) != 1 or len(norms) != 1 or dense[0].weight.shape[:2] != (up.out_channels,
+                                                                                down.in_channels):
+            return
+        norm.load_state_dict(norms[0].state_dict())
+        weight = dense[0].weight.detach().double().flatten(1)
+        rr = rt = None
+        for x in inputs:
+            r = torch.relu(norm(x)).double().transpose(0, 1).flatten(1)  # (C, positions)
+            t = weight @ r - x.double().transpose(0, 1).flatten(1)
+            rr = r @ r.T if rr is None else rr + r @ r.T
+            rt = t @ r.T if rt is None else rt + t @ r.T
+        ridge = 1e-6 * float(rr.trace()) / rr.shape[0] + 1e-12
+        full = torch.linalg.solve(rr + ridge * torch.eye(rr.shape[0], dtype=rr.dtype, device=rr.device),
+                                  rt.T).T  # (C, C): t ~ full r
+        _, vectors = torch.linalg.eigh(full @ rr @ full.T)  # covariance of the fitted values
+        top = vectors[:, -down.out_channels:]  # (C, C/g)
+        up.weight.copy_(top.reshape(up.weight.shape).to(up.weight))
+        down.weight.copy_((top.T @ full).reshape(down.weight.shape).to(down.weight))
+
 
 def layer_widths(depth: int, k: int, reduction: float = 1, bottleneck: bool = False) -> list:
     """Input widths of the dense layers, one list per block (a transition maps C to floor(reduction C));
