@@ -63,7 +63,8 @@ def compress(model: nn.Module, calibration: Iterable, *, basis_size: int,
              input_size: Optional[Sequence[int]] = None, rank_select_by: str = "sensitivity",
              fit_batches: int = 32, bn_batches: Optional[int] = None, include=None, exclude=None,
              kernel_sizes=None, min_channels: int = 1, share=False, steps: Optional[int] = None,
-             rounds: int = 0, forward: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> tuple:
+             rounds: int = 0,
+             forward: Optional[Callable[[nn.Module, torch.Tensor], torch.Tensor]] = None) -> tuple:
     """Compress a trained dense ``model`` to a budget; returns ``(compressed model, CompressionReport)``.
 
     Args:

@@ -555,7 +555,7 @@ class _Fitter:
             box: dict = {}
             used = [0]
 
-            def post(module, args, out):
+            def post(module, args, out, box=box, used=used):
                 if id(module) in box:
                     return
                 if box and used[0] + out.numel() * out.element_size() > per_batch:

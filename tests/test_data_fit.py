@@ -320,7 +320,7 @@ def test_dense_targets_are_captured_ahead_in_few_passes(monkeypatch, few_steps):
         monkeypatch.setattr(data_fit, "CACHE_BYTES", cache)
         baseline, compressed = _pair(cls_option, cls_model, common, "DenseNet", "DenseNet_Basis", extra)
         calls = []
-        baseline.register_forward_pre_hook(lambda *_: calls.append(1))
+        baseline.register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         report = data_fit.fit_by_data(compressed, baseline, batches)
         results[cache] = (len(calls), [u.error_fit for u in report.units], compressed.state_dict())
     fitted_units = len(results[1][1])
