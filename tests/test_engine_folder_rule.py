@@ -181,8 +181,11 @@ def test_ctrl_c_on_the_command_line_is_one_line_and_exit_130(repo_root, tmp_path
     main_py = str(repo_root / "image_classification" / "main.py")
     command = [sys.executable, main_py] + argv(tmp_path, "--save", "run", "--epochs", "1000", "--n_train",
                                                  "64", "--print_every", "1")
+    # (the run gets the default Ctrl-C disposition: a suite started in the background of a script inherits
+    # an ignored SIGINT, and Python installs its KeyboardInterrupt handler only when SIGINT is not ignored)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     for line in process.stdout:  # wait for a batch of epoch 2: epoch 1's state is saved
         if line.startswith("[Epoch 2] [") or time.monotonic() > deadline:
