@@ -413,6 +413,48 @@ class DataFitReport:
         return out
 
 
+# ---------------------------------------------------------------------------- least squares on pixels
+def normal_equations(pairs: Iterable, constant: bool = False) -> tuple:
+    """``(gram, cross, sum of squared targets)`` (float64) of the per-pixel regression of targets on inputs
+    over ``pairs`` of ``(input (N, C, H, W), target (N, D, H, W))``; ``constant`` appends a column of ones
+    to the inputs (a bias)."""
+    gram = cross = None
+    y_sq = 0.0
+    for z, y in pairs:
+        z = z.double().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        if constant:
+            z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
+        y = y.double().permute(0, 2, 3, 1).reshape(-1, y.shape[1])
+        gram = z.T @ z if gram is None else gram + z.T @ z
+        cross = y.T @ z if cross is None else cross + y.T @ z
+        y_sq += float(y.square().sum())
+    return gram, cross, y_sq
+
+
+def relative_ridge(gram: torch.Tensor, relative: float, floor: float = 1e-30) -> float:
+    """``relative`` times the mean diagonal of ``gram``, plus ``floor``."""
+    return relative * float(gram.trace()) / gram.shape[0] + floor
+
+
+def ridge_solve(gram: torch.Tensor, cross: torch.Tensor, ridge: float, prior=None) -> torch.Tensor:
+    """``W`` minimising ``||Y - W Z||^2 + ridge ||W - prior||^2`` from :func:`normal_equations` (``prior``
+    0 when not given)."""
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    right = cross if prior is None else cross + ridge * prior
+    return torch.linalg.solve(gram + ridge * eye, right.T).T
+
+
+def reduced_rank_fit(inputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], rank: int) -> tuple:
+    """``(up (D, rank), down (rank, C))`` (float64): the rank-``rank`` 1x1 map ``up @ down`` that best maps
+    ``inputs`` (N, C, H, W) to ``targets`` (N, D, H, W) per pixel -- the least-squares map projected on the
+    top principal directions of its fitted values (reduced-rank regression)."""
+    gram, cross, _ = normal_equations(zip(inputs, targets))
+    full = ridge_solve(gram, cross, relative_ridge(gram, 1e-6, floor=1e-12))
+    _, vectors = torch.linalg.eigh(full @ gram @ full.T)  # covariance of the fitted values
+    top = vectors[:, -rank:]
+    return top, top.T @ full
+
+
 # ---------------------------------------------------------------------------- the fit
 def _relative(out: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> float:
     num = sum(float((o.double() - t.double()).square().sum()) for o, t in zip(out, target))
@@ -598,28 +640,20 @@ class _Fitter:
             else torch.zeros(layer.out_channels, dtype=torch.float64, device=w_proj.device)
         )
         w_aug = torch.cat([w_proj, bias[:, None]], 1)  # the weights fit, as (out, G*n + 1)
-        gram = cross = None
-        y_sq = 0.0
         saved_bias = None if layer.basis_bias is None else layer.basis_bias.detach().clone()
         if layer.basis_bias is not None:
             layer.basis_bias.zero_()
-        for x_c, y in zip(self.inputs(layer), self.dense_outputs(conv)):
-            z = layer.basis_forward(x_c).double()
-            z = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            z = torch.cat([z, torch.ones_like(z[:, :1])], 1)
-            y = y.double().permute(0, 2, 3, 1).reshape(-1, y.shape[1])
-            gram = z.T @ z if gram is None else gram + z.T @ z
-            cross = y.T @ z if cross is None else cross + y.T @ z
-            y_sq += float(y.square().sum())
+        gram, cross, y_sq = normal_equations(
+            ((layer.basis_forward(x), y) for x, y in zip(self.inputs(layer), self.dense_outputs(conv))),
+            constant=True,
+        )
 
         def error(w):
             value = y_sq - 2 * float((w * cross).sum()) + float(((w @ gram) * w).sum())
             return math.sqrt(max(value, 0.0) / y_sq) if y_sq > 0 else 0.0
 
         start = error(w_aug)
-        ridge = 1e-7 * float(gram.trace()) / gram.shape[0] + 1e-30
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        fitted = torch.linalg.solve(gram + ridge * eye, (cross + ridge * w_aug).T).T
+        fitted = ridge_solve(gram, cross, relative_ridge(gram, 1e-7), prior=w_aug)
         after = error(fitted)
         if after > start:
             fitted, after = w_aug, start
@@ -717,13 +751,7 @@ class _Fitter:
 
     @torch.no_grad()
     def _least_squares_projection(self, layer: BasisConv2d, inputs, pre) -> None:
-        gram = cross = None
-        for u, y in zip(self._mid_outputs(layer, inputs), pre):
-            u = u.double().permute(0, 2, 3, 1).reshape(-1, u.shape[1])
-            u = torch.cat([u, torch.ones_like(u[:, :1])], 1)
-            y = y.double().permute(0, 2, 3, 1).reshape(-1, y.shape[1])
-            gram = u.T @ u if gram is None else gram + u.T @ u
-            cross = y.T @ u if cross is None else cross + y.T @ u
+        gram, cross, _ = normal_equations(zip(self._mid_outputs(layer, inputs), pre), constant=True)
         current = layer.projection.weight.detach().reshape(layer.out_channels, -1).double()
         bias = (
             layer.projection.bias.detach().double()
@@ -731,11 +759,10 @@ class _Fitter:
             else torch.zeros(layer.out_channels, dtype=torch.float64, device=current.device)
         )
         prior = torch.cat([current, bias[:, None]], 1)
-        ridge = 1e-6 * float(gram.trace()) / gram.shape[0] + 1e-30
-        eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+        ridge = relative_ridge(gram, 1e-6)  # (of the whole gram, the constant column included)
         if layer.projection.bias is None:  # no constant column to fit
-            gram, cross, prior, eye = gram[:-1, :-1], cross[:, :-1], prior[:, :-1], eye[:-1, :-1]
-        fitted = torch.linalg.solve(gram + ridge * eye, (cross + ridge * prior).T).T
+            gram, cross, prior = gram[:-1, :-1], cross[:, :-1], prior[:, :-1]
+        fitted = ridge_solve(gram, cross, ridge, prior=prior)
         layer.projection.weight.copy_(fitted[:, : current.shape[1]].reshape(layer.projection.weight.shape))
         if layer.projection.bias is not None:
             layer.projection.bias.copy_(fitted[:, -1])
@@ -753,19 +780,17 @@ class _Fitter:
             count += diff.shape[0] * diff.shape[2] * diff.shape[3]
         layer.projection.bias.add_((num / count).to(layer.projection.bias))
 
-    def refine(self, units: Sequence[Unit], groups, round_no: int) -> Optional[dict]:
+    def refine(self, units: Sequence[Unit], groups, round_no: int, before: float) -> dict:
         """One round of alternating refinement of the linear layers: each basis whose layers are all
         linear takes Adam steps on the summed output error of its layers (inputs from the current model,
         projections fixed; kept only if that error falls), then every linear layer's projection is refitted
-        by least squares in network order.  Returns the round's record (None: nothing to refine)."""
+        by least squares in network order.  ``before``: the linear layers' mean output error as the round
+        finds them.  Returns the round's record with every linear layer's error after it."""
         linear = {u.path: u for u in units if u.kind == "linear"}
-        if not linear:
-            return None
-        before = self._linear_error(linear.values())
         steps = 0
-        for group in groups:
+        for group in groups if self.steps > 0 else ():
             members = [p for p in group.layers if p in linear]
-            if not members or len(members) != len(group.layers) or self.steps <= 0:
+            if not members or len(members) != len(group.layers):
                 continue
             layers = [self.model.get_submodule(p) for p in members]
             with torch.no_grad():
@@ -801,15 +826,6 @@ class _Fitter:
         return sum(
             _relative([layer(x) for x in xs], ts) ** 2 for layer, xs, ts in zip(layers, inputs, targets)
         )
-
-    @torch.no_grad()
-    def _linear_error(self, units) -> float:
-        """The mean relative output error of the linear ``units`` on the inputs the model gives them now."""
-        errors = []
-        for unit in units:
-            layer = self.model.get_submodule(unit.path)
-            errors.append(_relative([layer(x) for x in self.inputs(layer)], self.dense_outputs(unit.dense)))
-        return sum(errors) / len(errors)
 
     def block(self, unit: Unit, shared: set) -> UnitFit:
         block = self.model.get_submodule(unit.path)
@@ -852,8 +868,8 @@ class _Fitter:
                 if norm.affine:
                     norm.weight.fill_(1.0)
                     norm.bias.zero_()
-            if hasattr(block, "fit_start"):  # a block that knows a closed-form start from its dense module
-                block.fit_start(teacher, inputs)
+            # a block that knows a closed-form start from its dense module (it sets its norms too)
+            if getattr(block, "fit_start", None) is not None and block.fit_start(teacher, inputs):
                 done |= {id(m) for m in block.modules() if isinstance(m, NORMS)}
             momenta = [(m, m.momentum) for m in block.modules() if isinstance(m, NORMS) and id(m) not in done]
             for m, _ in momenta:
@@ -1009,10 +1025,11 @@ def fit_by_data(
         else:
             fits.append(fitter.block(unit, shared))
     refined = []
-    for round_no in range(1, rounds + 1):
-        record = fitter.refine(units, groups, round_no)
-        if record is None:
-            break
+    for round_no in range(1, rounds + 1 if any(f.kind == "linear" for f in fits) else 1):
+        # (each linear layer's error_fit is its error on the inputs the model now gives it: the units after
+        # it do not change them)
+        linear = [f.error_fit for f in fits if f.kind == "linear"]
+        record = fitter.refine(units, groups, round_no, sum(linear) / len(linear))
         refined.append(record)
         errors = record.pop("errors")
         fits = [replace(f, error_fit=errors[f.path]) if f.path in errors else f for f in fits]

@@ -391,3 +391,17 @@ def test_densenet_transitions_start_from_reduced_rank_least_squares(monkeypatch,
         starts[closed_form] = [u.error_start for u in report.units if u.kind == "block"]
     assert len(starts[True]) == 2
     assert all(a < 0.5 * b for a, b in zip(starts[True], starts[False])), starts
+
+
+def test_a_transition_sets_nothing_for_a_dense_module_of_another_shape():
+    """fit_start says whether it set the block: a teacher it cannot reproduce leaves every weight alone."""
+    from image_classification.model.densenet import ResidualTransition, plain_transition
+
+    torch.manual_seed(0)
+    block = ResidualTransition(8, 2).eval()
+    before = copy.deepcopy(block.state_dict())
+    inputs = _batches((8, 6, 6))
+    assert block.fit_start(plain_transition(8, 4).eval(), inputs) is False
+    assert all(torch.equal(v, block.state_dict()[k]) for k, v in before.items())
+    assert block.fit_start(plain_transition(8, 8).eval(), inputs) is True
+    assert not torch.equal(before["body.2.weight"], block.state_dict()["body.2.weight"])

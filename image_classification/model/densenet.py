@@ -14,8 +14,10 @@ import math
 from typing import Callable, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from filter_basis.data_fit import reduced_rank_fit
 from filter_basis.errors import OptionError
 from filter_basis.layers import Basis, BasisConv2d, FactorConv2d, GroupConv2d, norm_act
 
@@ -68,33 +70,25 @@ class ResidualTransition(nn.Module):
         return self.pool(self.body(x) + x)
 
     @torch.no_grad()
-    def fit_start(self, teacher: nn.Module, inputs: list) -> None:
+    def fit_start(self, teacher: nn.Module, inputs: list) -> bool:
         """The data fit's start (``filter_basis.data_fit``): make ``body(x) + x`` reproduce the dense
         transition ``teacher`` (BN -> ReLU -> conv 1x1 -> avg-pool) on ``inputs`` before pooling.  With the
-        dense BatchNorm, ``body(x) = V U r`` for ``r = relu(bn(x))``: the best rank-``C/g`` map from ``r``
-        to ``W r - x`` is the reduced-rank least-squares solution (the unconstrained one, projected on
-        the top principal directions of its fitted values)."""
+        dense BatchNorm, ``body(x) = up(down(r))`` for ``r = relu(bn(x))``: the best rank-``C/g`` map from
+        ``r`` to ``W r - x`` (reduced-rank least squares).  False (nothing set) for another teacher."""
         norm, _, down, up = self.body
         dense = [m for m in teacher.modules() if isinstance(m, nn.Conv2d)]
         norms = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
         if len(dense) != 1 or len(norms) != 1 or dense[0].weight.shape[:2] != (up.out_channels,
                                                                                 down.in_channels):
-            return
+            return False
         norm.load_state_dict(norms[0].state_dict())
-        weight = dense[0].weight.detach().double().flatten(1)
-        rr = rt = None
-        for x in inputs:
-            r = torch.relu(norm(x)).double().transpose(0, 1).flatten(1)  # (C, positions)
-            t = weight @ r - x.double().transpose(0, 1).flatten(1)
-            rr = r @ r.T if rr is None else rr + r @ r.T
-            rt = t @ r.T if rt is None else rt + t @ r.T
-        ridge = 1e-6 * float(rr.trace()) / rr.shape[0] + 1e-12
-        full = torch.linalg.solve(rr + ridge * torch.eye(rr.shape[0], dtype=rr.dtype, device=rr.device),
-                                  rt.T).T  # (C, C): t ~ full r
-        _, vectors = torch.linalg.eigh(full @ rr @ full.T)  # covariance of the fitted values
-        top = vectors[:, -down.out_channels:]  # (C, C/g)
-        up.weight.copy_(top.reshape(up.weight.shape).to(up.weight))
-        down.weight.copy_((top.T @ full).reshape(down.weight.shape).to(down.weight))
+        r = [torch.relu(norm(x)).double() for x in inputs]
+        weight = dense[0].weight.detach().double()
+        pair_up, pair_down = reduced_rank_fit(
+            r, [F.conv2d(ri, weight) - x.double() for ri, x in zip(r, inputs)], down.out_channels)
+        up.weight.copy_(pair_up.reshape(up.weight.shape).to(up.weight))
+        down.weight.copy_(pair_down.reshape(down.weight.shape).to(down.weight))
+        return True
 
 
 def layer_widths(depth: int, k: int, reduction: float = 1, bottleneck: bool = False) -> list:
